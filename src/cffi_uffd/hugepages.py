@@ -1,0 +1,68 @@
+"""Hugetlb page pools: what is there, and reserving pages at run time (root)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+_SYSFS = Path("/sys/kernel/mm/hugepages")
+
+
+@dataclass(frozen=True)
+class Pool:
+    page_size: int
+    total: int
+    free: int
+    reserved: int
+    surplus: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dir(page_size: int) -> Path:
+    return _SYSFS / f"hugepages-{page_size // 1024}kB"
+
+
+def sizes() -> list[int]:
+    """Huge page sizes the kernel offers, in bytes."""
+    if not _SYSFS.is_dir():
+        return []
+    return sorted(int(p.name.split("-")[1][:-2]) * 1024 for p in _SYSFS.glob("hugepages-*kB"))
+
+
+def pool(page_size: int) -> Pool:
+    d = _dir(page_size)
+    if not d.is_dir():
+        raise ValueError(f"this kernel has no {page_size // 1024} kB huge pages (no {d})")
+    read = lambda name: int((d / name).read_text())  # noqa: E731
+    return Pool(page_size, read("nr_hugepages"), read("free_hugepages"),
+                read("resv_hugepages"), read("surplus_hugepages"))
+
+
+def set_total(page_size: int, count: int) -> int:
+    """Ask the kernel for count pages in the pool; returns how many it really has now."""
+    path = _dir(page_size) / "nr_hugepages"
+    try:
+        path.write_text(str(count))
+    except PermissionError as e:
+        raise PermissionError(f"cannot write {path}: reserving huge pages needs root") from e
+    return pool(page_size).total
+
+
+@contextlib.contextmanager
+def reserved(page_size: int, count: int) -> Iterator[int]:
+    """Grow the pool so that count more free pages exist; give them back on exit.
+
+    Yields the number of extra free pages actually obtained (may be fewer than asked when
+    memory is fragmented, 1 GiB pages especially).
+    """
+    before = pool(page_size)
+    want = before.total + max(0, count - before.free)
+    got = set_total(page_size, want) if want != before.total else before.total
+    try:
+        yield min(count, before.free + (got - before.total))
+    finally:
+        set_total(page_size, before.total)
