@@ -1,0 +1,28 @@
+"""Bearer tokens: where they come from, and how they are compared."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+TOKEN_ENV = "MIGRATOR_TOKEN"
+
+
+def load_token(token_file: str | None) -> str | None:
+    """The token from --token-file, else $MIGRATOR_TOKEN, else None (no auth)."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as e:
+            raise SystemExit(f"cannot read --token-file {token_file}: {e.strerror}") from e
+        if not token:
+            raise SystemExit(f"--token-file {token_file} is empty: put the shared token in it")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def bearer_matches(header: str | None, token: str) -> bool:
+    """Constant-time check of an Authorization header against the token."""
+    presented = (header or "").removeprefix("Bearer ").encode()
+    return hmac.compare_digest(presented, token.encode())
