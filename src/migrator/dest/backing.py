@@ -1,0 +1,45 @@
+"""Which memory backs the guest and at what granularity faults are resolved, by mode.
+
+| mode     | backing                                | granularity    |
+| hgm      | hugetlb with real HGM (MADV_SPLIT)     | 4 KiB          |
+| hgm      | shmem, same layout, when no HGM        | 4 KiB          |  "hgm (emulated on shmem)"
+| hugepage | hugetlb of the given huge page size    | the huge page  |
+
+Never a silent fallback: the label says which one runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from cffi_uffd import PAGE_SIZE, HgmDetection
+
+from ..units import hugepage_label
+
+MODES = ("hgm", "hugepage")
+
+
+@dataclass(frozen=True)
+class Backing:
+    mode: str
+    backing: str  # "hugetlb-1G", "hugetlb-2M", "hugetlb-1G-hgm", "shmem-emulated-hgm"
+    label: str  # for people: "hgm (emulated on shmem)", "hugepage on hugetlb-1G"
+    memory_page_size: int  # the memfd's page size
+    granularity: int  # bytes fetched and installed per fault
+    hugepage_size: int  # the huge page size asked for (the layout is aligned to it)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose(mode: str, hugepage_size: int, hgm: HgmDetection) -> Backing:
+    if mode == "hugepage":
+        name = f"hugetlb-{hugepage_label(hugepage_size)}"
+        return Backing(mode, name, f"hugepage on {name}", hugepage_size, hugepage_size, hugepage_size)
+    if mode == "hgm":
+        if hgm.present:
+            name = f"hugetlb-{hugepage_label(hugepage_size)}-hgm"
+            return Backing(mode, name, f"hgm on {name}", hugepage_size, PAGE_SIZE, hugepage_size)
+        return Backing(mode, "shmem-emulated-hgm", "hgm (emulated on shmem)", PAGE_SIZE, PAGE_SIZE,
+                       hugepage_size)
+    raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")

@@ -1,0 +1,144 @@
+"""The destination daemon: accepts guests on a UNIX socket, serves status over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+
+from aiohttp import web
+
+from cffi_uffd import detect_hgm
+
+from ..client.http import fetch_manifest
+from ..protocol.manifest import Manifest
+from .backing import Backing, choose
+from .migration import Migration, SourceLink
+from .session import GuestSession
+
+log = logging.getLogger("migrator.dest")
+
+# The fault thread must get the GIL back quickly when its socket read returns; the default
+# 5 ms switch interval would add up to 5 ms to a fault whenever the puller holds the GIL.
+_SWITCH_INTERVAL_S = 50e-6
+_MANIFEST_RETRY_S = (0.2, 0.5, 1, 2, 5)
+
+
+class DestDaemon:
+    def __init__(self, source: SourceLink, mode: str, hugepage_size: int, guest_socket: str,
+                 manifest_deadline: float = 60.0):
+        self.source, self.guest_socket_path = source, guest_socket
+        self.hgm = detect_hgm(hugepage_size)
+        self.backing: Backing = choose(mode, hugepage_size, self.hgm)
+        self.manifest = self._fetch_manifest(manifest_deadline)
+        if self.manifest.size % hugepage_size:
+            raise SystemExit(f"the image is {self.manifest.size} bytes, not a multiple of the "
+                             f"{hugepage_size}-byte huge page; use --hugepage-size 2M or another image")
+        self.migrations: list[Migration] = []
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+
+    def _fetch_manifest(self, deadline: float) -> Manifest:
+        end = time.monotonic() + deadline
+        for attempt in range(1_000_000):
+            try:
+                return fetch_manifest(self.source.url, self.source.token,
+                                      ssl_context=self.source.ssl_context)
+            except ConnectionError as e:
+                if time.monotonic() > end:
+                    raise SystemExit(f"cannot fetch the manifest from {self.source.url}: {e}")
+                time.sleep(_MANIFEST_RETRY_S[min(attempt, len(_MANIFEST_RETRY_S) - 1)])
+        raise AssertionError("unreachable")
+
+    # -- what guests are told -------------------------------------------------------------------
+    def layout(self) -> dict:
+        b, m = self.backing, self.manifest
+        return {
+            "type": "layout", "mode": b.mode, "backing": b.backing, "backing_label": b.label,
+            "memory_page_size": b.memory_page_size, "granularity": b.granularity,
+            "hugepage_size": b.hugepage_size, "size": m.size, "image_id": m.image_id,
+            "regions": [{"name": r.name, "offset": r.offset, "size": r.size} for r in m.regions],
+        }
+
+    def add(self, migration: Migration) -> None:
+        with self._lock:
+            self.migrations.append(migration)
+        log.info("guest session %s: migration started (%s, %d pages)", migration.session,
+                 self.backing.label, self.manifest.pages)
+
+    def guest_reported(self, migration: Migration, message: dict) -> None:
+        log.info("guest session %s reported %s", migration.session, message.get("type"))
+
+    def status(self) -> dict:
+        with self._lock:
+            migrations = [m.report() for m in self.migrations]
+        return {
+            "backing": self.backing.as_dict(),
+            "hgm_detection": self.hgm.as_dict(),
+            "source": self.source.url,
+            "image_id": self.manifest.image_id,
+            "pages_total": self.manifest.pages,
+            "migrations": migrations,
+        }
+
+    # -- guest socket ---------------------------------------------------------------------------
+    def listen_guests(self) -> None:
+        path = self.guest_socket_path
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # owner-only: whoever connects can hand us its memory
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        self._sock = sock
+        threading.Thread(target=self._accept_loop, name="guest-accept", daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            session = GuestSession(conn, self)
+            threading.Thread(target=session.run, name=f"guest-{session.id}", daemon=True).start()
+
+    def close(self) -> None:
+        if self._sock:
+            self._sock.close()
+            try:
+                os.unlink(self.guest_socket_path)
+            except FileNotFoundError:
+                pass
+
+
+def build_app(daemon: DestDaemon) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(daemon.status())
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/status", status)
+    return app
+
+
+def serve(daemon: DestDaemon, host: str, port: int) -> None:
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    daemon.listen_guests()
+    b = daemon.backing
+    log.info("destination on http://%s:%d, guests on %s, mode %s (%s), granularity %d, hgm "
+             "detection: %s, source %s", host, port, daemon.guest_socket_path, b.mode, b.label,
+             b.granularity, daemon.hgm.detail, daemon.source.url)
+    try:
+        web.run_app(build_app(daemon), host=host, port=port, print=None, handle_signals=True)
+    finally:
+        daemon.close()

@@ -1,0 +1,131 @@
+"""Fetch granules from the source into the alias view, verify every 4 KiB page, install them.
+
+Install is UFFDIO_CONTINUE on the guest view: the data is already in the memfd's page cache
+(written through the alias), CONTINUE only maps it and wakes the vCPUs waiting on it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from cffi_uffd import Mapping, MappingChanged, PageExists, Userfaultfd
+
+from ..client.stream import PageStream
+from ..protocol import PAGE_SIZE
+from ..protocol.digest import mismatches
+from ..protocol.frames import MAX_REQUEST_LENGTH
+from ..protocol.manifest import DATA, Manifest
+from .pages import PageTable
+
+MAX_VERIFY_ATTEMPTS = 3
+_EAGAIN_BACKOFF_S = 0.0005
+
+
+class MigrationFailed(RuntimeError):
+    """The migration cannot complete correctly; the message says why."""
+
+
+@dataclass
+class StreamCounters:
+    """Counters owned by one thread (the fault resolver or the puller), summed on report."""
+
+    pages: int = 0
+    bytes: int = 0
+    verified_pages: int = 0
+    refetches: int = 0
+    eexist: int = 0
+    eagain: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds, one per resolved fault
+
+
+class Installer:
+    def __init__(self, manifest: Manifest, granularity: int, alias: Mapping, uffd: Userfaultfd,
+                 guest_base: int, table: PageTable):
+        self.manifest, self.granularity = manifest, granularity
+        self.alias, self.uffd, self.guest_base, self.table = alias, uffd, guest_base, table
+        self.pages_per_granule = granularity // PAGE_SIZE
+        self.mismatched_pages: set[int] = set()
+
+    # -- which bytes travel ------------------------------------------------------------------
+    def data_runs(self, start: int, end: int) -> list[tuple[int, int]]:
+        """(offset, length) runs of the non-zero pages in image bytes [start, end).
+
+        Zero pages need no transfer: the guest's fresh memfd is already zero.
+        """
+        kinds = self.manifest.kinds
+        runs: list[tuple[int, int]] = []
+        page, last = start // PAGE_SIZE, end // PAGE_SIZE
+        while page < last:
+            if kinds[page] != DATA:
+                page += 1
+                continue
+            first = page
+            limit = min(last, first + MAX_REQUEST_LENGTH // PAGE_SIZE)
+            while page < limit and kinds[page] == DATA:
+                page += 1
+            runs.append((first * PAGE_SIZE, (page - first) * PAGE_SIZE))
+        return runs
+
+    # -- the three steps ---------------------------------------------------------------------
+    def request(self, stream: PageStream, runs: list[tuple[int, int]]) -> None:
+        for offset, length in runs:
+            stream.send(offset // PAGE_SIZE, offset, length)
+
+    def receive(self, stream: PageStream, runs: list[tuple[int, int]], counters: StreamCounters) -> None:
+        view = self.alias.view
+        for offset, length in runs:
+            stream.recv_header()
+            stream.recv_into(view[offset:offset + length])
+            counters.bytes += length
+
+    def verify(self, start: int, end: int, stream: PageStream, counters: StreamCounters) -> None:
+        """Check [start, end) against the manifest; refetch bad pages; fail if they stay bad."""
+        for attempt in range(MAX_VERIFY_ATTEMPTS):
+            bad = mismatches(self.alias.view[start:end], self.manifest.digests, start // PAGE_SIZE)
+            if not bad:
+                counters.verified_pages += (end - start) // PAGE_SIZE
+                return
+            counters.refetches += len(bad)
+            runs = [(p * PAGE_SIZE, PAGE_SIZE) for p in bad]
+            if attempt + 1 < MAX_VERIFY_ATTEMPTS:
+                self.request(stream, runs)
+                self.receive(stream, runs, counters)
+        self.mismatched_pages.update(bad)
+        raise MigrationFailed(f"{len(bad)} page(s) still differ from the manifest digests after "
+                              f"{MAX_VERIFY_ATTEMPTS} fetches (first: page {bad[0]}); refusing to "
+                              "install them")
+
+    def install(self, start: int, end: int, counters: StreamCounters) -> None:
+        """CONTINUE image bytes [start, end) into the guest; EEXIST means already mapped."""
+        address, length = self.guest_base + start, end - start
+        while length:
+            try:
+                self.uffd.continue_(address, length)
+                return
+            except PageExists as e:
+                # Some page in the range is already mapped (e.g. a re-fault after a zap was
+                # resolved first); skip past it, the rest still needs mapping.
+                counters.eexist += 1
+                step = e.done + self.granularity
+                address, length = address + step, max(0, length - step)
+            except MappingChanged:
+                # A REMOVE/UNMAP event is pending; the fault loop reads it, then we retry.
+                counters.eagain += 1
+                time.sleep(_EAGAIN_BACKOFF_S)
+
+    # -- whole granule runs -------------------------------------------------------------------
+    def byte_range(self, first_granule: int, end_granule: int) -> tuple[int, int]:
+        return first_granule * self.granularity, end_granule * self.granularity
+
+    def migrate(self, stream: PageStream, first_granule: int, end_granule: int,
+                counters: StreamCounters) -> None:
+        """Fetch, verify and install a claimed run of granules, then mark it present."""
+        start, end = self.byte_range(first_granule, end_granule)
+        runs = self.data_runs(start, end)
+        self.request(stream, runs)
+        self.receive(stream, runs, counters)
+        self.verify(start, end, stream, counters)
+        self.install(start, end, counters)
+        counters.pages += (end - start) // PAGE_SIZE
+        self.table.mark_present(first_granule, end_granule)

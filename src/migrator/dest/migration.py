@@ -1,0 +1,147 @@
+"""One guest's migration: its memory, its two streams, the fault resolver and the puller."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from cffi_uffd import Mapping, Userfaultfd
+
+from ..client.stream import PageStream
+from ..protocol import PAGE_SIZE
+from ..protocol.manifest import ZERO, Manifest
+from ..stats import summarize
+from .backing import Backing
+from .installer import Installer
+from .pages import PageTable
+from .puller import BackgroundPuller
+from .resolver import FaultResolver
+
+log = logging.getLogger("migrator.dest")
+
+PHASES = ("starting", "running", "complete", "failed", "guest-lost")
+
+
+@dataclass(frozen=True)
+class SourceLink:
+    url: str
+    token: str | None
+    ssl_context: object = None
+
+    def open(self, stream: str, session: str) -> PageStream:
+        return PageStream(self.url, stream, self.token, session, ssl_context=self.ssl_context)
+
+
+class Migration:
+    def __init__(self, session: str, manifest: Manifest, backing: Backing, source: SourceLink,
+                 uffd_fd: int, memfd: int, guest_base: int):
+        self.session, self.manifest, self.backing = session, manifest, backing
+        self.phase = "starting"
+        self.error: str | None = None
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.guest_report: dict = {}
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._memfd = memfd
+        self.uffd = Userfaultfd(fd=uffd_fd)
+        self.alias = Mapping.shared(memfd, manifest.size, page_size=backing.memory_page_size)
+        self.table = PageTable(manifest.size // backing.granularity)
+        self.installer = Installer(manifest, backing.granularity, self.alias, self.uffd,
+                                   guest_base, self.table)
+        self._streams = [source.open("urgent", session), source.open("background", session)]
+        self.resolver = FaultResolver(self.uffd, self.installer, self.table, self._streams[0],
+                                      guest_base, manifest.size, self._stop)
+        self.puller = BackgroundPuller(self.installer, self.table, self._streams[1],
+                                       self.resolver, self._stop)
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self.resolver.run,), name=f"faults-{session}", daemon=True),
+            threading.Thread(target=self._guard, args=(self._pull,), name=f"pull-{session}", daemon=True),
+        ]
+
+    def start(self) -> None:
+        self.phase = "running"
+        for t in self._threads:
+            t.start()
+
+    def _guard(self, body) -> None:
+        try:
+            body()
+        except Exception as e:  # any failure ends this migration, loudly, never silently
+            if not self._stop.is_set():
+                log.exception("migration %s failed", self.session)
+                self.fail(f"{type(e).__name__}: {e}")
+
+    def _pull(self) -> None:
+        self.puller.run()
+        while not self.table.all_present.wait(0.05):
+            if self._stop.is_set():
+                return
+        self._complete()
+
+    def _complete(self) -> None:
+        if self.installer.mismatched_pages or self.verified_pages != self.manifest.pages:
+            self.fail(f"verified {self.verified_pages} of {self.manifest.pages} pages, "
+                      f"{len(self.installer.mismatched_pages)} mismatched")
+            return
+        self.finished = time.monotonic()
+        self.phase = "complete"
+        log.info("migration %s complete: %d pages verified in %.2fs", self.session,
+                 self.verified_pages, self.finished - self.started)
+        self.done.set()
+
+    def fail(self, reason: str, phase: str = "failed") -> None:
+        if self.phase in ("complete", "failed", "guest-lost"):
+            return
+        self.error, self.phase = reason, phase
+        self.finished = time.monotonic()
+        self._stop.set()
+        self.done.set()
+
+    @property
+    def verified_pages(self) -> int:
+        return self.resolver.counters.verified_pages + self.puller.counters.verified_pages
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            if t is not threading.current_thread() and t.is_alive():
+                t.join(timeout=5)
+        for s in self._streams:
+            s.close()
+        self.alias.close()
+        self.uffd.close()
+        os.close(self._memfd)
+
+    def report(self) -> dict:
+        r, p = self.resolver.counters, self.puller.counters
+        end = self.finished or time.monotonic()
+        return {
+            "session": self.session,
+            "phase": self.phase,
+            "error": self.error,
+            "mode": self.backing.mode,
+            "backing": self.backing.backing,
+            "backing_label": self.backing.label,
+            "granularity_bytes": self.backing.granularity,
+            "faults": self.resolver.faults,
+            "fault_threads": len(self.resolver.faults_by_thread),
+            "fault_latency_seconds": summarize(r.latencies),
+            "bytes_urgent": r.bytes,
+            "bytes_background": p.bytes,
+            "pages_urgent": r.pages,
+            "pages_background": p.pages,
+            "pages_total": self.manifest.pages,
+            "pages_present": self.table.present * (self.backing.granularity // PAGE_SIZE),
+            "zero_pages": self.manifest.count(ZERO),
+            "verified_pages": self.verified_pages,
+            "mismatched_pages": len(self.installer.mismatched_pages),
+            "refetched_pages": r.refetches + p.refetches,
+            "eexist": r.eexist + p.eexist,
+            "eagain": r.eagain + p.eagain,
+            "duration_seconds": end - self.started,
+            "guest": self.guest_report,
+        }

@@ -1,0 +1,40 @@
+"""The background puller: fills every granule nobody faulted on, so the migration completes.
+
+It continues just after the most recent fault (pages after a faulting page are likely next),
+and it yields to urgent work: before each chunk it waits (briefly) for the urgent stream to go idle.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ..client.stream import PageStream
+from .installer import Installer, StreamCounters
+from .pages import PageTable
+from .resolver import FaultResolver
+
+CHUNK_BYTES = 4 << 20
+_YIELD_S = 0.002
+
+
+class BackgroundPuller:
+    def __init__(self, installer: Installer, table: PageTable, stream: PageStream,
+                 resolver: FaultResolver, stop: threading.Event):
+        self.installer, self.table, self.stream = installer, table, stream
+        self.resolver, self.stop = resolver, stop
+        self.counters = StreamCounters()
+        self.granules_per_chunk = max(1, CHUNK_BYTES // installer.granularity)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.resolver.urgent_idle.wait(_YIELD_S)
+            run = self.table.claim_run(self.granules_per_chunk)
+            if run is None:
+                return
+            first, end = run
+            try:
+                self.installer.migrate(self.stream, first, end, self.counters)
+            except BaseException:
+                self.table.release(first, end)
+                raise
+            self.resolver.installed_by_puller(first, end)

@@ -1,0 +1,103 @@
+"""The fault loop: read userfaultfd events in batches, resolve each granule once, urgently.
+
+Per batch: mask each exact fault address to the mode's granularity, drop duplicates (several
+vCPUs on one page are one request), claim absent granules, pipeline their requests on the
+urgent stream, then verify and install each as its data arrives so the first vCPU wakes first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from cffi_uffd import PageExists, PageFault, Remove, Unmap, Userfaultfd
+
+from ..client.stream import PageStream
+from .installer import Installer, StreamCounters
+from .pages import ABSENT, CLAIMED, PRESENT, PageTable
+
+_POLL_S = 0.05
+
+
+class FaultResolver:
+    def __init__(self, uffd: Userfaultfd, installer: Installer, table: PageTable,
+                 stream: PageStream, guest_base: int, size: int, stop: threading.Event):
+        self.uffd, self.installer, self.table, self.stream = uffd, installer, table, stream
+        self.guest_base, self.size, self.stop = guest_base, size, stop
+        self.counters = StreamCounters()
+        self.faults = 0
+        self.faults_by_thread: dict[int, int] = {}
+        self.removes = 0
+        self.urgent_idle = threading.Event()
+        self.urgent_idle.set()
+        # faults waiting on a granule the puller has claimed: granule -> [read time]
+        self.waiting: dict[int, list[float]] = {}
+        self.waiting_lock = threading.Lock()
+
+    def run(self) -> None:
+        granularity = self.installer.granularity
+        while not self.stop.is_set():
+            events = self.uffd.read_events(timeout=_POLL_S)
+            if not events:
+                continue
+            now = time.perf_counter()
+            wanted: dict[int, int] = {}  # granule -> faults on it in this batch
+            for ev in events:
+                if isinstance(ev, PageFault):
+                    offset = ev.address - self.guest_base
+                    if not 0 <= offset < self.size:
+                        continue  # not guest memory we serve
+                    granule = offset // granularity
+                    wanted[granule] = wanted.get(granule, 0) + 1
+                    self.faults += 1
+                    self.faults_by_thread[ev.thread_id] = self.faults_by_thread.get(ev.thread_id, 0) + 1
+                elif isinstance(ev, (Remove, Unmap)):
+                    self.removes += 1  # page cache keeps the data; a re-fault is re-installed
+            self._resolve(wanted, now)
+
+    def _resolve(self, wanted: dict[int, int], read_at: float) -> None:
+        mine: list[int] = []
+        for granule, count in wanted.items():
+            state = self.table.claim(granule)
+            if state == ABSENT:
+                mine.append(granule)
+                self.table.fault_at(granule)
+            elif state == CLAIMED:
+                with self.waiting_lock:
+                    self.waiting.setdefault(granule, []).extend([read_at] * count)
+                if self.table.state[granule] == PRESENT:  # the puller finished meanwhile
+                    self.installed_by_puller(granule, granule + 1)
+            elif state == PRESENT:
+                # Installed after this fault was queued, or zapped since (MADV_DONTNEED):
+                # map it again; EEXIST just means the vCPU was already woken.
+                start, end = self.installer.byte_range(granule, granule + 1)
+                try:
+                    self.uffd.continue_(self.guest_base + start, end - start)
+                except PageExists:
+                    pass
+                self.counters.latencies.extend([time.perf_counter() - read_at] * count)
+        if not mine:
+            return
+        self.urgent_idle.clear()
+        try:
+            runs = {g: self.installer.data_runs(*self.installer.byte_range(g, g + 1)) for g in mine}
+            for g in mine:
+                self.installer.request(self.stream, runs[g])
+            for g in mine:
+                start, end = self.installer.byte_range(g, g + 1)
+                self.installer.receive(self.stream, runs[g], self.counters)
+                self.installer.verify(start, end, self.stream, self.counters)
+                self.installer.install(start, end, self.counters)
+                self.counters.pages += (end - start) // 4096
+                self.table.mark_present(g, g + 1)
+                self.counters.latencies.extend([time.perf_counter() - read_at] * wanted[g])
+        finally:
+            self.urgent_idle.set()
+
+    def installed_by_puller(self, first: int, end: int) -> None:
+        """The puller installed [first, end): faults that waited on it are resolved now."""
+        now = time.perf_counter()
+        with self.waiting_lock:
+            for g in range(first, end):
+                for read_at in self.waiting.pop(g, ()):
+                    self.counters.latencies.append(now - read_at)

@@ -1,0 +1,120 @@
+"""The conversation with one guest on the UNIX socket (see protocol/guest.py for the messages)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Callable
+
+from .. import unixlink
+from ..protocol.errors import ProtocolError
+from ..protocol.guest import MAX_DIGEST_PAGES, VERSION, check_regions, expect
+from .migration import Migration
+
+log = logging.getLogger("migrator.dest")
+
+_HANDSHAKE_TIMEOUT_S = 30.0
+
+
+class GuestSession:
+    def __init__(self, conn: socket.socket, daemon) -> None:
+        self.conn, self.daemon = conn, daemon
+        self.id = uuid.uuid4().hex[:12]
+        self.migration: Migration | None = None
+        self._send_lock = threading.Lock()
+
+    def _send(self, message: dict, fds: list[int] | None = None) -> None:
+        with self._send_lock:
+            unixlink.send(self.conn, message, fds)
+
+    def run(self) -> None:
+        try:
+            self._handshake()
+            self._converse()
+        except (ProtocolError, ValueError) as e:
+            log.warning("guest %s refused: %s", self.id, e)
+            self._try_send({"type": "error", "message": str(e)})
+        except (ConnectionError, OSError) as e:
+            if self.migration and self.migration.phase == "running":
+                self.migration.fail(f"guest disconnected mid-migration: {e}", phase="guest-lost")
+                log.warning("guest %s exited mid-migration (%s)", self.id, e)
+        finally:
+            self.conn.close()
+            if self.migration:
+                self.migration.close()
+
+    def _try_send(self, message: dict) -> None:
+        try:
+            self._send(message)
+        except OSError:
+            pass
+
+    def _handshake(self) -> None:
+        self.conn.settimeout(_HANDSHAKE_TIMEOUT_S)
+        msg, _ = unixlink.recv(self.conn)
+        hello = expect(msg, "hello")
+        if hello.get("version") != VERSION:
+            raise ProtocolError(f"guest speaks version {hello.get('version')!r}, this "
+                                f"destination speaks {VERSION}")
+        self._send(self.daemon.layout())
+        msg, fds = unixlink.recv(self.conn, expect_fds=2)
+        try:
+            memory = expect(msg, "memory")
+            if len(fds) != 2:
+                raise ProtocolError(f"expected 2 file descriptors (userfaultfd, memfd), got {len(fds)}")
+            manifest = self.daemon.manifest
+            regions = check_regions(memory.get("regions"), manifest.size,
+                                    self.daemon.backing.memory_page_size)
+            base = int(regions[0]["base_host_virt_addr"])
+            for r in regions:
+                if int(r["base_host_virt_addr"]) != base + int(r["offset"]):
+                    raise ProtocolError("regions must be mapped contiguously, in offset order")
+            if os.fstat(fds[1]).st_size < manifest.size:
+                raise ProtocolError(f"memfd is {os.fstat(fds[1]).st_size} bytes, the layout "
+                                    f"needs {manifest.size}")
+            self.migration = Migration(self.id, manifest, self.daemon.backing, self.daemon.source,
+                                       fds[0], fds[1], base)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self.daemon.add(self.migration)
+        self.migration.start()
+        self.conn.settimeout(None)
+        self._send({"type": "ready", "session": self.id})
+        threading.Thread(target=self._announce_completion, daemon=True).start()
+
+    def _announce_completion(self) -> None:
+        self.migration.done.wait()
+        self._try_send({"type": "complete", **self.migration.report()})
+
+    def _converse(self) -> None:
+        handlers: dict[str, Callable[[dict], None]] = {
+            "stalls": self._on_report, "verify": self._on_report, "digests": self._on_digests,
+        }
+        while True:
+            msg, _ = unixlink.recv(self.conn)
+            if not isinstance(msg, dict) or "type" not in msg:
+                raise ProtocolError("messages must be JSON objects with a 'type'")
+            if msg["type"] == "bye":
+                return
+            handler = handlers.get(msg["type"])
+            if handler is None:
+                raise ProtocolError(f"unknown message type {msg['type']!r}")
+            handler(msg)
+
+    def _on_report(self, msg: dict) -> None:
+        self.migration.guest_report[msg["type"]] = {k: v for k, v in msg.items() if k != "type"}
+        self.daemon.guest_reported(self.migration, msg)
+
+    def _on_digests(self, msg: dict) -> None:
+        pages = msg.get("pages")
+        digests = self.daemon.manifest.digests
+        if (not isinstance(pages, list) or len(pages) > MAX_DIGEST_PAGES
+                or not all(isinstance(p, int) and 0 <= p < len(digests) for p in pages)):
+            raise ProtocolError(f"'pages' must be a list of at most {MAX_DIGEST_PAGES} page "
+                                f"indices below {len(digests)}")
+        self._send({"type": "digests", "digests": [digests[p] for p in pages]})

@@ -1,0 +1,43 @@
+"""The comparison table printed after an experiment."""
+
+from __future__ import annotations
+
+from ..units import format_size
+
+
+def _us(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} us"
+
+
+def comparison(results: dict) -> str:
+    modes = results["modes"]
+    rows = [
+        ("backing", lambda m: m["backing_label"]),
+        ("granularity", lambda m: format_size(m["granularity_bytes"])),
+        ("faults", lambda m: str(m["faults"])),
+        ("fault latency p50", lambda m: _us(m["fault_latency_seconds"]["p50"])),
+        ("fault latency p99", lambda m: _us(m["fault_latency_seconds"]["p99"])),
+        ("fault latency max", lambda m: _us(m["fault_latency_seconds"]["max"])),
+        ("vCPU stalls", lambda m: str(m["vcpu_stall_seconds"]["count"])),
+        ("vCPU stall p50", lambda m: _us(m["vcpu_stall_seconds"]["p50"])),
+        ("vCPU stall p99", lambda m: _us(m["vcpu_stall_seconds"]["p99"])),
+        ("vCPU stall max", lambda m: _us(m["vcpu_stall_seconds"]["max"])),
+        ("vCPU stalled total", lambda m: _us(m["vcpu_stall_seconds"]["total"])),
+        ("bytes urgent", lambda m: f"{m['bytes_urgent'] / 2**20:.1f} MiB"),
+        ("bytes background", lambda m: f"{m['bytes_background'] / 2**20:.1f} MiB"),
+        ("pages verified", lambda m: f"{m['verified_pages']}/{m['pages_total']}"),
+        ("pages mismatched", lambda m: str(m["mismatched_pages"])),
+        ("migration time", lambda m: _us(m["duration_seconds"])),
+        ("result", lambda m: m["phase"] + (f" ({m['error']})" if m.get("error") else "")),
+    ]
+    width = max(len(name) for name, _ in rows)
+    cols = [[f(m) for _, f in rows] for m in modes]
+    col_w = [max(len(m["mode"]), *(len(c) for c in col)) for m, col in zip(modes, cols)]
+    lines = [" " * width + "  " + "  ".join(m["mode"].rjust(w) for m, w in zip(modes, col_w))]
+    for i, (name, _) in enumerate(rows):
+        lines.append(name.ljust(width) + "  " + "  ".join(col[i].rjust(w) for col, w in zip(cols, col_w)))
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The synthetic guest: a VMM-like process whose vCPU threads touch memory and measure stalls."""

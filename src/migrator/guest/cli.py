@@ -1,0 +1,56 @@
+"""`migrator guest`: a synthetic guest (VMM process) against a destination."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .patterns import PATTERNS
+
+
+def register(sub) -> None:
+    p = sub.add_parser("guest", help="run a synthetic guest whose vCPUs fault on migrating memory")
+    p.add_argument("--dest-socket", required=True, metavar="PATH")
+    p.add_argument("--vcpus", type=int, default=4)
+    p.add_argument("--pattern", choices=PATTERNS, default="zipf")
+    p.add_argument("--accesses", type=int, default=20000, help="accesses per vCPU")
+    p.add_argument("--write-ratio", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .main import run_guest
+
+    if args.vcpus < 1 or args.accesses < 1 or not 0 <= args.write_ratio <= 1:
+        raise SystemExit("--vcpus and --accesses must be >= 1, --write-ratio within [0, 1]")
+    report = run_guest(args.dest_socket, args.vcpus, args.pattern, args.accesses,
+                       args.write_ratio, args.seed)
+    if args.json:
+        json.dump(report, sys.stdout)
+        print()
+    else:
+        _print(report)
+    ok = (report.get("migration", {}).get("phase") == "complete"
+          and report.get("verify", {}).get("mismatched_pages", 1) == 0
+          and report["verify"]["writes_lost"] == 0)
+    return 0 if ok else 1
+
+
+def _print(r: dict) -> None:
+    us = lambda s: f"{s * 1e6:10.1f}"  # noqa: E731
+    print(f"guest on {r['backing_label']}: {r['vcpus']} vCPUs x {r['accesses_per_vcpu']} "
+          f"{r['pattern']} accesses in {r['vcpu_run_seconds']:.2f}s")
+    print(f"{'vcpu':>4} {'stalls':>7} {'p50 us':>10} {'p90 us':>10} {'p99 us':>10} "
+          f"{'max us':>10} {'total ms':>9}")
+    for v in r["per_vcpu"]:
+        print(f"{v['vcpu']:>4} {v['count']:>7} {us(v['p50'])} {us(v['p90'])} {us(v['p99'])} "
+              f"{us(v['max'])} {v['total'] * 1e3:9.1f}")
+    m, ver = r.get("migration", {}), r.get("verify", {})
+    print(f"migration {m.get('phase')}: verified {m.get('verified_pages')} pages, "
+          f"{m.get('mismatched_pages')} mismatched; guest check: {ver.get('sampled_pages')} "
+          f"pages sampled, {ver.get('mismatched_pages')} mismatched, "
+          f"{ver.get('writes_checked')} writes checked, {ver.get('writes_lost')} lost")
+    if m.get("error"):
+        print(f"migration error: {m['error']}")

@@ -1,0 +1,89 @@
+"""The guest process: connect to the destination, hand over memory, run vCPUs, check results."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import time
+
+from .. import unixlink
+from ..protocol import PAGE_SIZE
+from ..protocol.digest import page_digest
+from ..protocol.guest import MAX_DIGEST_PAGES, VERSION, expect
+from ..stats import summarize
+from . import vcpu
+from .memory import GuestMemory
+
+MAX_STALL_SAMPLES = 200_000
+VERIFY_SAMPLE_PAGES = 2048
+
+
+def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_ratio: float,
+              seed: int, completion_timeout: float = 600.0) -> dict:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(socket_path)
+    except OSError as e:
+        raise SystemExit(f"cannot connect to the destination at {socket_path}: {e.strerror}; "
+                         "is `migrator dest --guest-socket` running there?") from e
+    unixlink.send(sock, {"type": "hello", "version": VERSION, "vcpus": vcpus, "pid": os.getpid()})
+    msg, _ = unixlink.recv(sock)
+    layout = expect(msg, "layout")
+    memory = GuestMemory(layout["size"], layout["memory_page_size"])
+    try:
+        unixlink.send(sock, {"type": "memory", "regions": memory.regions(layout["regions"])},
+                      fds=[memory.uffd.fileno(), memory.fd])
+        msg, _ = unixlink.recv(sock)
+        ready = expect(msg, "ready")
+        pages = layout["size"] // PAGE_SIZE
+        runs = vcpu.plan(memory.view.address, pages, vcpus, pattern, accesses, write_ratio, seed)
+        started = time.monotonic()
+        vcpu.run_all(runs)
+        vcpu_seconds = time.monotonic() - started
+        stalls = [t for r in runs for t in r.stalls_ns()]
+        report = {
+            "session": ready.get("session"), "mode": layout["mode"],
+            "backing": layout["backing"], "backing_label": layout["backing_label"],
+            "pattern": pattern, "vcpus": vcpus, "accesses_per_vcpu": accesses,
+            "write_ratio": write_ratio, "seed": seed, "vcpu_run_seconds": vcpu_seconds,
+            "stall_threshold_ns": vcpu.STALL_THRESHOLD_NS,
+            "vcpu_stall_seconds": summarize(t / 1e9 for t in stalls),
+            "per_vcpu": [r.summary() for r in runs],
+        }
+        unixlink.send(sock, {"type": "stalls", "threshold_ns": vcpu.STALL_THRESHOLD_NS,
+                             "vcpus": report["per_vcpu"],
+                             "samples_ns": stalls[:MAX_STALL_SAMPLES]})
+        sock.settimeout(completion_timeout)
+        msg, _ = unixlink.recv(sock)
+        complete = expect(msg, "complete")
+        report["migration"] = {k: v for k, v in complete.items() if k not in ("type", "guest")}
+        if complete.get("phase") == "complete":
+            report["verify"] = _verify(sock, memory, runs, pages, seed)
+            unixlink.send(sock, {"type": "verify", **report["verify"]})
+        unixlink.send(sock, {"type": "bye"})
+        return report
+    finally:
+        sock.close()
+        memory.close()
+
+
+def _verify(sock: socket.socket, memory: GuestMemory, runs: list[vcpu.VcpuRun], pages: int,
+            seed: int) -> dict:
+    """Read back a sample of untouched-by-writes pages against the manifest; check our writes."""
+    expected = vcpu.expected_writes(runs)
+    written_pages = {(a - memory.view.address) // PAGE_SIZE for a in expected}
+    rng = random.Random(f"{seed}:verify")
+    candidates = [p for p in rng.sample(range(pages), min(pages, VERIFY_SAMPLE_PAGES * 2))
+                  if p not in written_pages][:min(VERIFY_SAMPLE_PAGES, MAX_DIGEST_PAGES)]
+    unixlink.send(sock, {"type": "digests", "pages": candidates})
+    msg, _ = unixlink.recv(sock)
+    digests = expect(msg, "digests")["digests"]
+    view = memory.view.view
+    mismatched = [p for p, d in zip(candidates, digests)
+                  if page_digest(view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]) != d]
+    lost = [a for a, value in expected.items()
+            if struct.unpack_from("<Q", view, a - memory.view.address)[0] != value]
+    return {"sampled_pages": len(candidates), "mismatched_pages": len(mismatched),
+            "writes_checked": len(expected), "writes_lost": len(lost)}
