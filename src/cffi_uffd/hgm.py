@@ -45,7 +45,7 @@ def _probe(page_size: int) -> HgmDetection:
 def detect(page_size: int = SIZE_2M) -> HgmDetection:
     """Probe for HGM, borrowing one huge page from the pool for the probe when none is free."""
     try:
-        if hugepages.pool(page_size).free > 0:
+        if hugepages.pool(page_size).available > 0:
             return _probe(page_size)
         with hugepages.reserved(page_size, 1) as got:
             if got < 1:

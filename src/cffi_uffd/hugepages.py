@@ -18,6 +18,11 @@ class Pool:
     reserved: int
     surplus: int
 
+    @property
+    def available(self) -> int:
+        """Free pages not already promised to a mapping (free_hugepages counts those too)."""
+        return self.free - self.reserved
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -60,9 +65,9 @@ def reserved(page_size: int, count: int) -> Iterator[int]:
     memory is fragmented, 1 GiB pages especially).
     """
     before = pool(page_size)
-    want = before.total + max(0, count - before.free)
+    want = before.total + max(0, count - before.available)
     got = set_total(page_size, want) if want != before.total else before.total
     try:
-        yield min(count, before.free + (got - before.total))
+        yield min(count, max(0, before.available) + (got - before.total))
     finally:
         set_total(page_size, before.total)

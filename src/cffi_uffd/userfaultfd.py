@@ -19,7 +19,9 @@ _MAX_BATCH = 64
 
 @dataclass(frozen=True)
 class ApiResult:
-    features: Feature  # what the kernel enabled (on a features=0 probe: all it offers)
+    # Everything the kernel offers: UFFDIO_API reports all of it whatever was requested, so
+    # only the requested features are enabled on the descriptor.
+    features: Feature
     ioctls: Ioctl
 
 
