@@ -24,7 +24,7 @@ _COMPACT = Path("/proc/sys/vm/compact_memory")
 
 
 def _available(pool: hugepages.Pool) -> int:
-    return max(0, pool.free - pool.reserved)
+    return max(0, pool.available)
 
 
 def _state(pool: hugepages.Pool) -> dict:

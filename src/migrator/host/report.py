@@ -163,7 +163,7 @@ def _pools() -> dict:
             "reserved": p.reserved,
             "surplus": p.surplus,
             # free pages that no mapping has claimed yet: what a new guest can have
-            "available": max(0, p.free - p.reserved),
+            "available": max(0, p.available),
             "resizable": os.access(nr, os.W_OK),
         }
     return pools
