@@ -1,0 +1,57 @@
+# The README's two commands: `make run` (set up, then the main job) and `make test`.
+# Re-running skips what is done; the package is reinstalled (and cffi_uffd recompiled) when
+# pyproject.toml, setup.py or the cffi build inputs change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# What the installed package is built from: a change here means pip must install again.
+BUILD_INPUTS := pyproject.toml setup.py src/cffi_uffd/_build.py \
+	$(filter-out src/cffi_uffd/_native.c,$(wildcard src/cffi_uffd/*.h src/cffi_uffd/*.c))
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
+EXPERIMENT_ARGS ?= --out results/latest
+PYTEST_ARGS ?=
+
+.PHONY: run test clean
+
+run: $(INSTALLED)
+	$(BIN)/migrator host check
+	@if $(BIN)/migrator experiment --help >/dev/null 2>&1; then \
+		echo "+ $(BIN)/migrator experiment $(EXPERIMENT_ARGS)"; \
+		$(BIN)/migrator experiment $(EXPERIMENT_ARGS); \
+	else \
+		echo "make run: 'migrator experiment' is not built yet; ran the host check only"; \
+	fi
+
+test: $(INSTALLED_TEST)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The venv, from the machine's python3 (>= 3.11). A venv whose interpreter link dangles (its
+# base Python was removed) counts as missing and is made again.
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "make: migrator needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
+		     "Run with PYTHON=/path/to/python3.11 or newer." >&2; exit 1; }
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+		echo "make: $(PYTHON) cannot create a venv (no ensurepip): apt-get install python3-venv" >&2; \
+		exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): $(BIN)/python $(BUILD_INPUTS)
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+# The test extras include everything `run` needs, so both stamps are fresh afterwards.
+$(INSTALLED_TEST): $(BIN)/python $(BUILD_INPUTS)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(INSTALLED) $@
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -f src/cffi_uffd/_native.c src/cffi_uffd/_native.o src/cffi_uffd/_native*.so
+	find src tests bench -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
