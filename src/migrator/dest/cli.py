@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--hugepage-size", type=parse_size, default=parse_size("1G"), metavar="1G|2M")
     p.add_argument("--guest-socket", required=True, metavar="PATH")
     p.add_argument("--token-file", help="file holding the bearer token (else $MIGRATOR_TOKEN)")
+    p.add_argument("--background-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="start the background pull this long after a guest connects "
+                        "(benchmarks use it to measure faults alone)")
     p.set_defaults(func=run)
 
 
@@ -36,6 +39,7 @@ def run(args) -> int:
     if args.hugepage_size not in (2 << 20, 1 << 30):
         raise SystemExit("--hugepage-size must be 2M or 1G")
     source = SourceLink(args.source.rstrip("/"), load_token(args.token_file))
-    daemon = DestDaemon(source, args.mode, args.hugepage_size, args.guest_socket)
+    daemon = DestDaemon(source, args.mode, args.hugepage_size, args.guest_socket,
+                        background_delay=args.background_delay)
     serve(daemon, *args.listen)
     return 0

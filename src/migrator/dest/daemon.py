@@ -30,8 +30,9 @@ _MANIFEST_RETRY_S = (0.2, 0.5, 1, 2, 5)
 
 class DestDaemon:
     def __init__(self, source: SourceLink, mode: str, hugepage_size: int, guest_socket: str,
-                 manifest_deadline: float = 60.0):
+                 manifest_deadline: float = 60.0, background_delay: float = 0.0):
         self.source, self.guest_socket_path = source, guest_socket
+        self.background_delay = background_delay
         self.hgm = detect_hgm(hugepage_size)
         self.backing: Backing = choose(mode, hugepage_size, self.hgm)
         self.manifest = self._fetch_manifest(manifest_deadline)

@@ -37,7 +37,7 @@ class SourceLink:
 
 class Migration:
     def __init__(self, session: str, manifest: Manifest, backing: Backing, source: SourceLink,
-                 uffd_fd: int, memfd: int, guest_base: int):
+                 uffd_fd: int, memfd: int, guest_base: int, background_delay: float = 0.0):
         self.session, self.manifest, self.backing = session, manifest, backing
         self.phase = "starting"
         self.error: str | None = None
@@ -56,7 +56,7 @@ class Migration:
         self.resolver = FaultResolver(self.uffd, self.installer, self.table, self._streams[0],
                                       guest_base, manifest.size, self._stop)
         self.puller = BackgroundPuller(self.installer, self.table, self._streams[1],
-                                       self.resolver, self._stop)
+                                       self.resolver, self._stop, background_delay)
         self._threads = [
             threading.Thread(target=self._guard, args=(self.resolver.run,), name=f"faults-{session}", daemon=True),
             threading.Thread(target=self._guard, args=(self._pull,), name=f"pull-{session}", daemon=True),
@@ -132,6 +132,7 @@ class Migration:
             "fault_latency_seconds": summarize(r.latencies),
             "bytes_urgent": r.bytes,
             "bytes_background": p.bytes,
+            "background_bytes_per_second": self.puller.throughput(),
             "pages_urgent": r.pages,
             "pages_background": p.pages,
             "pages_total": self.manifest.pages,

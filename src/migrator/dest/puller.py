@@ -7,6 +7,7 @@ and it yields to urgent work: before each chunk it waits (briefly) for the urgen
 from __future__ import annotations
 
 import threading
+import time
 
 from ..client.stream import PageStream
 from .installer import Installer, StreamCounters
@@ -19,13 +20,31 @@ _YIELD_S = 0.002
 
 class BackgroundPuller:
     def __init__(self, installer: Installer, table: PageTable, stream: PageStream,
-                 resolver: FaultResolver, stop: threading.Event):
+                 resolver: FaultResolver, stop: threading.Event, delay: float = 0.0):
         self.installer, self.table, self.stream = installer, table, stream
-        self.resolver, self.stop = resolver, stop
+        self.resolver, self.stop, self.delay = resolver, stop, delay
         self.counters = StreamCounters()
+        self.started: float | None = None
+        self.finished: float | None = None
         self.granules_per_chunk = max(1, CHUNK_BYTES // installer.granularity)
 
     def run(self) -> None:
+        if self.stop.wait(self.delay):
+            return
+        self.started = time.perf_counter()
+        try:
+            self._pull()
+        finally:
+            self.finished = time.perf_counter()
+
+    def throughput(self) -> float:
+        """Bytes per second that the puller moved while it ran."""
+        if self.started is None:
+            return 0.0
+        elapsed = (self.finished or time.perf_counter()) - self.started
+        return self.counters.bytes / elapsed if elapsed > 0 else 0.0
+
+    def _pull(self) -> None:
         while not self.stop.is_set():
             self.resolver.urgent_idle.wait(_YIELD_S)
             run = self.table.claim_run(self.granules_per_chunk)

@@ -76,7 +76,7 @@ class GuestSession:
                 raise ProtocolError(f"memfd is {os.fstat(fds[1]).st_size} bytes, the layout "
                                     f"needs {manifest.size}")
             self.migration = Migration(self.id, manifest, self.daemon.backing, self.daemon.source,
-                                       fds[0], fds[1], base)
+                                       fds[0], fds[1], base, self.daemon.background_delay)
         except BaseException:
             for fd in fds:
                 os.close(fd)

@@ -1,0 +1,1 @@
+"""`migrator bench`: each figure as a ratio against a floor measured in the same run."""
