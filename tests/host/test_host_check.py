@@ -17,6 +17,8 @@ from .clirun import run_cli, run_json, sysfs_pool
 
 @pytest.fixture(scope="module")
 def report() -> dict:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the report is compared with what root sees")
     code, r = run_json("host", "check")
     assert code == 0, r
     return r

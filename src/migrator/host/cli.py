@@ -10,6 +10,8 @@ from cffi_uffd import SIZE_1G, SIZE_2M
 
 from . import pools, render, report
 
+_ALL = -1  # `release --1g` without a count: all available pages
+
 
 def _check(args: argparse.Namespace) -> int:
     r = report.build()
@@ -38,9 +40,6 @@ def _change(args: argparse.Namespace, action) -> int:
             failed = True
     print(json.dumps(results, indent=2) if args.json else render.pool_changes(results))
     return 1 if failed or not all(x["ok"] for x in results) else 0
-
-
-_ALL = -1  # `release --1g` without a count: all available pages
 
 
 def _count(text: str) -> int:
