@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name != name:
+            if e.name != name and not name.startswith(e.name + "."):
                 raise
             continue  # a part not built yet
         module.register(sub)
