@@ -33,12 +33,14 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
     layout = expect(msg, "layout")
     memory = GuestMemory(layout["size"], layout["memory_page_size"])
     try:
+        # Plan the vCPUs' accesses before switchover: once the destination is ready, memory
+        # is migrating and the vCPUs must already be running.
+        pages = layout["size"] // PAGE_SIZE
+        runs = vcpu.plan(memory.view.address, pages, vcpus, pattern, accesses, write_ratio, seed)
         unixlink.send(sock, {"type": "memory", "regions": memory.regions(layout["regions"])},
                       fds=[memory.uffd.fileno(), memory.fd])
         msg, _ = unixlink.recv(sock)
         ready = expect(msg, "ready")
-        pages = layout["size"] // PAGE_SIZE
-        runs = vcpu.plan(memory.view.address, pages, vcpus, pattern, accesses, write_ratio, seed)
         started = time.monotonic()
         vcpu.run_all(runs)
         vcpu_seconds = time.monotonic() - started
