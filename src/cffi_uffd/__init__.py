@@ -9,7 +9,7 @@ from .errors import FeatureUnsupported, MappingChanged, PageExists, UffdError
 from .events import Event, Fork, PageFault, Remap, Remove, Unmap
 from .flags import Feature, Ioctl, RegisterMode
 from .hgm import HgmDetection, detect as detect_hgm
-from .memory import PAGE_SIZE, SIZE_1G, SIZE_2M, Mapping, fallocate, madvise, memfd
+from .memory import PAGE_SIZE, SIZE_1G, SIZE_2M, Mapping, fallocate, madvise, memfd, populate
 from .touch import monotonic_ns, touch
 from .userfaultfd import ApiResult, Userfaultfd, supported_features
 
@@ -17,5 +17,5 @@ __all__ = [
     "ApiResult", "Event", "Feature", "FeatureUnsupported", "Fork", "HgmDetection", "Ioctl",
     "Mapping", "MappingChanged", "PAGE_SIZE", "PageExists", "PageFault", "RegisterMode", "Remap",
     "Remove", "SIZE_1G", "SIZE_2M", "UffdError", "Unmap", "Userfaultfd", "detect_hgm", "events",
-    "fallocate", "hugepages", "madvise", "memfd", "monotonic_ns", "supported_features", "touch",
+    "fallocate", "hugepages", "madvise", "memfd", "monotonic_ns", "populate", "supported_features", "touch",
 ]

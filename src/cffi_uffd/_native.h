@@ -62,6 +62,10 @@ struct uffdio_poison {
 #define USERFAULTFD_IOC 0xAA
 #define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
 #endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
 #ifndef MADV_SPLIT
 #define MADV_SPLIT 26  /* HGM proposal (never merged); EINVAL on kernels without it */
 #endif

@@ -53,6 +53,14 @@ def remove(address: int, length: int) -> None:
     madvise(address, length, lib.MADV_REMOVE)
 
 
+def populate(address: int, length: int) -> None:
+    """MADV_POPULATE_WRITE (5.14+): map the range's pages writable now, in one call.
+
+    Cheaper than taking one page fault per 4 KiB page on first touch of a view.
+    """
+    madvise(address, length, lib.MADV_POPULATE_WRITE)
+
+
 def split(address: int, length: int) -> None:
     """MADV_SPLIT (HGM proposal): allow 4 KiB mappings of a hugetlb VMA. EINVAL without HGM."""
     madvise(address, length, lib.MADV_SPLIT)

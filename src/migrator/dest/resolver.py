@@ -85,6 +85,7 @@ class FaultResolver:
                 self.installer.request(self.stream, runs[g])
             for g in mine:
                 start, end = self.installer.byte_range(g, g + 1)
+                self.installer.prepare(start, end)
                 self.installer.receive(self.stream, runs[g], self.counters)
                 self.installer.verify(start, end, self.stream, self.counters)
                 self.installer.install(start, end, self.counters)
