@@ -14,6 +14,7 @@ from aiohttp import web
 
 from cffi_uffd import detect_hgm
 
+from .. import metrics
 from ..client.http import fetch_manifest
 from ..protocol.manifest import Manifest
 from .backing import Backing, choose
@@ -126,8 +127,13 @@ def build_app(daemon: DestDaemon) -> web.Application:
     async def status(_: web.Request) -> web.Response:
         return web.json_response(daemon.status())
 
+    async def prometheus(request: web.Request) -> web.Response:
+        body, content_type = metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/status", status)
     return app
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cffi_uffd import Mapping, MappingChanged, PageExists, Userfaultfd, populate
 
+from .. import metrics
 from ..client.stream import PageStream
 from ..protocol import PAGE_SIZE
 from ..protocol.digest import mismatches
@@ -28,8 +29,11 @@ class MigrationFailed(RuntimeError):
 
 @dataclass
 class StreamCounters:
-    """Counters owned by one thread (the fault resolver or the puller), summed on report."""
+    """What one thread (the fault resolver or the puller) did; mirrored into Prometheus."""
 
+    mode: str
+    stream: str  # "urgent" or "background"
+    backing: str = ""
     pages: int = 0
     bytes: int = 0
     verified_pages: int = 0
@@ -37,6 +41,35 @@ class StreamCounters:
     eexist: int = 0
     eagain: int = 0
     latencies: list[float] = field(default_factory=list)  # seconds, one per resolved fault
+
+    def __post_init__(self) -> None:
+        self._bytes = metrics.FETCHED_BYTES.labels(self.mode, self.stream)
+        self._pages = metrics.FETCHED_PAGES.labels(self.mode, self.stream)
+        self._remaining = metrics.PAGES_REMAINING.labels(self.mode)
+        self._verified = metrics.VERIFIED_PAGES.labels(self.mode)
+        self._latency = metrics.FAULT_LATENCY.labels(self.mode, self.backing)
+
+    def received(self, nbytes: int) -> None:
+        self.bytes += nbytes
+        self._bytes.inc(nbytes)
+
+    def installed(self, pages: int) -> None:
+        self.pages += pages
+        self._pages.inc(pages)
+        self._remaining.dec(pages)
+
+    def verified(self, pages: int) -> None:
+        self.verified_pages += pages
+        self._verified.inc(pages)
+
+    def resolved(self, latency: float, faults: int = 1) -> None:
+        self.latencies.extend([latency] * faults)
+        for _ in range(faults):
+            self._latency.observe(latency)
+
+    def race(self, kind: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        metrics.INSTALL_RACES.labels(self.mode, kind).inc()
 
 
 class Installer:
@@ -82,21 +115,23 @@ class Installer:
         for offset, length in runs:
             stream.recv_header()
             stream.recv_into(view[offset:offset + length])
-            counters.bytes += length
+            counters.received(length)
 
     def verify(self, start: int, end: int, stream: PageStream, counters: StreamCounters) -> None:
         """Check [start, end) against the manifest; refetch bad pages; fail if they stay bad."""
         for attempt in range(MAX_VERIFY_ATTEMPTS):
             bad = mismatches(self.alias.view[start:end], self.manifest.digests, start // PAGE_SIZE)
             if not bad:
-                counters.verified_pages += (end - start) // PAGE_SIZE
+                counters.verified((end - start) // PAGE_SIZE)
                 return
             counters.refetches += len(bad)
+            metrics.RETRIES.labels(counters.mode, "digest_mismatch").inc(len(bad))
             runs = [(p * PAGE_SIZE, PAGE_SIZE) for p in bad]
             if attempt + 1 < MAX_VERIFY_ATTEMPTS:
                 self.request(stream, runs)
                 self.receive(stream, runs, counters)
         self.mismatched_pages.update(bad)
+        metrics.MISMATCHED_PAGES.labels(counters.mode).inc(len(bad))
         raise MigrationFailed(f"{len(bad)} page(s) still differ from the manifest digests after "
                               f"{MAX_VERIFY_ATTEMPTS} fetches (first: page {bad[0]}); refusing to "
                               "install them")
@@ -111,12 +146,12 @@ class Installer:
             except PageExists as e:
                 # Some page in the range is already mapped (e.g. a re-fault after a zap was
                 # resolved first); skip past it, the rest still needs mapping.
-                counters.eexist += 1
+                counters.race("eexist")
                 step = e.done + self.granularity
                 address, length = address + step, max(0, length - step)
             except MappingChanged:
                 # A REMOVE/UNMAP event is pending; the fault loop reads it, then we retry.
-                counters.eagain += 1
+                counters.race("eagain")
                 time.sleep(_EAGAIN_BACKOFF_S)
 
     # -- whole granule runs -------------------------------------------------------------------
@@ -133,5 +168,5 @@ class Installer:
         self.receive(stream, runs, counters)
         self.verify(start, end, stream, counters)
         self.install(start, end, counters)
-        counters.pages += (end - start) // PAGE_SIZE
+        counters.installed((end - start) // PAGE_SIZE)
         self.table.mark_present(first_granule, end_granule)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from cffi_uffd import Mapping, Userfaultfd
 
+from .. import metrics
 from ..client.stream import PageStream
 from ..protocol import PAGE_SIZE
 from ..protocol.manifest import ZERO, Manifest
@@ -54,7 +55,8 @@ class Migration:
                                    guest_base, self.table)
         self._streams = [source.open("urgent", session), source.open("background", session)]
         self.resolver = FaultResolver(self.uffd, self.installer, self.table, self._streams[0],
-                                      guest_base, manifest.size, self._stop)
+                                      guest_base, manifest.size, self._stop, backing.mode,
+                                      backing.backing)
         self.puller = BackgroundPuller(self.installer, self.table, self._streams[1],
                                        self.resolver, self._stop, background_delay)
         self._threads = [
@@ -62,8 +64,19 @@ class Migration:
             threading.Thread(target=self._guard, args=(self._pull,), name=f"pull-{session}", daemon=True),
         ]
 
+    def _set_phase(self, phase: str) -> None:
+        mode = self.backing.mode
+        metrics.MIGRATIONS.labels(mode, self.phase).dec()
+        metrics.MIGRATIONS.labels(mode, phase).inc()
+        self.phase = phase
+        if phase != "running":
+            remaining = self.manifest.pages - self.resolver.counters.pages - self.puller.counters.pages
+            metrics.PAGES_REMAINING.labels(mode).dec(remaining)
+
     def start(self) -> None:
-        self.phase = "running"
+        metrics.MIGRATIONS.labels(self.backing.mode, self.phase).inc()
+        metrics.PAGES_REMAINING.labels(self.backing.mode).inc(self.manifest.pages)
+        self._set_phase("running")
         for t in self._threads:
             t.start()
 
@@ -88,15 +101,18 @@ class Migration:
                       f"{len(self.installer.mismatched_pages)} mismatched")
             return
         self.finished = time.monotonic()
-        self.phase = "complete"
+        self._set_phase("complete")
+        metrics.MIGRATION_DURATION.labels(self.backing.mode).observe(self.finished - self.started)
         log.info("migration %s complete: %d pages verified in %.2fs", self.session,
                  self.verified_pages, self.finished - self.started)
         self.done.set()
 
     def fail(self, reason: str, phase: str = "failed") -> None:
-        if self.phase in ("complete", "failed", "guest-lost"):
+        if self.phase not in ("starting", "running"):
             return
-        self.error, self.phase = reason, phase
+        self.error = reason
+        self._set_phase(phase)
+        metrics.ERRORS.labels(self.backing.mode, phase).inc()
         self.finished = time.monotonic()
         self._stop.set()
         self.done.set()

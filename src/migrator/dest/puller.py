@@ -23,7 +23,7 @@ class BackgroundPuller:
                  resolver: FaultResolver, stop: threading.Event, delay: float = 0.0):
         self.installer, self.table, self.stream = installer, table, stream
         self.resolver, self.stop, self.delay = resolver, stop, delay
-        self.counters = StreamCounters()
+        self.counters = StreamCounters(resolver.counters.mode, "background", resolver.counters.backing)
         self.started: float | None = None
         self.finished: float | None = None
         self.granules_per_chunk = max(1, CHUNK_BYTES // installer.granularity)

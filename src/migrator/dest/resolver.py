@@ -12,7 +12,9 @@ import time
 
 from cffi_uffd import PageExists, PageFault, Remove, Unmap, Userfaultfd
 
+from .. import metrics
 from ..client.stream import PageStream
+from ..protocol import PAGE_SIZE
 from .installer import Installer, StreamCounters
 from .pages import ABSENT, CLAIMED, PRESENT, PageTable
 
@@ -21,10 +23,14 @@ _POLL_S = 0.05
 
 class FaultResolver:
     def __init__(self, uffd: Userfaultfd, installer: Installer, table: PageTable,
-                 stream: PageStream, guest_base: int, size: int, stop: threading.Event):
+                 stream: PageStream, guest_base: int, size: int, stop: threading.Event,
+                 mode: str, backing: str):
         self.uffd, self.installer, self.table, self.stream = uffd, installer, table, stream
         self.guest_base, self.size, self.stop = guest_base, size, stop
-        self.counters = StreamCounters()
+        self.counters = StreamCounters(mode, "urgent", backing)
+        self.vcpu_tids: set[int] = set()  # the guest's vCPU threads, as it told us
+        self._faults = {kind: metrics.FAULTS.labels(mode, backing, kind) for kind in ("vcpu", "other")}
+        self._in_flight = metrics.URGENT_IN_FLIGHT.labels(mode)
         self.faults = 0
         self.faults_by_thread: dict[int, int] = {}
         self.removes = 0
@@ -51,6 +57,7 @@ class FaultResolver:
                     wanted[granule] = wanted.get(granule, 0) + 1
                     self.faults += 1
                     self.faults_by_thread[ev.thread_id] = self.faults_by_thread.get(ev.thread_id, 0) + 1
+                    self._faults["vcpu" if ev.thread_id in self.vcpu_tids else "other"].inc()
                 elif isinstance(ev, (Remove, Unmap)):
                     self.removes += 1  # page cache keeps the data; a re-fault is re-installed
             self._resolve(wanted, now)
@@ -75,10 +82,12 @@ class FaultResolver:
                     self.uffd.continue_(self.guest_base + start, end - start)
                 except PageExists:
                     pass
-                self.counters.latencies.extend([time.perf_counter() - read_at] * count)
+                self.counters.resolved(time.perf_counter() - read_at, count)
         if not mine:
             return
         self.urgent_idle.clear()
+        self._in_flight.inc(len(mine))
+        mine_left = len(mine)
         try:
             runs = {g: self.installer.data_runs(*self.installer.byte_range(g, g + 1)) for g in mine}
             for g in mine:
@@ -89,10 +98,13 @@ class FaultResolver:
                 self.installer.receive(self.stream, runs[g], self.counters)
                 self.installer.verify(start, end, self.stream, self.counters)
                 self.installer.install(start, end, self.counters)
-                self.counters.pages += (end - start) // 4096
+                self.counters.installed((end - start) // PAGE_SIZE)
                 self.table.mark_present(g, g + 1)
-                self.counters.latencies.extend([time.perf_counter() - read_at] * wanted[g])
+                self._in_flight.dec()
+                mine_left -= 1
+                self.counters.resolved(time.perf_counter() - read_at, wanted[g])
         finally:
+            self._in_flight.dec(mine_left)
             self.urgent_idle.set()
 
     def installed_by_puller(self, first: int, end: int) -> None:
@@ -101,4 +113,4 @@ class FaultResolver:
         with self.waiting_lock:
             for g in range(first, end):
                 for read_at in self.waiting.pop(g, ()):
-                    self.counters.latencies.append(now - read_at)
+                    self.counters.resolved(now - read_at)

@@ -9,7 +9,7 @@ import threading
 import uuid
 from typing import Callable
 
-from .. import unixlink
+from .. import metrics, unixlink
 from ..protocol.errors import ProtocolError
 from ..protocol.guest import MAX_DIGEST_PAGES, VERSION, check_regions, expect
 from .migration import Migration
@@ -93,7 +93,8 @@ class GuestSession:
 
     def _converse(self) -> None:
         handlers: dict[str, Callable[[dict], None]] = {
-            "stalls": self._on_report, "verify": self._on_report, "digests": self._on_digests,
+            "stalls": self._on_stalls, "verify": self._on_report, "digests": self._on_digests,
+            "vcpus": self._on_vcpus,
         }
         while True:
             msg, _ = unixlink.recv(self.conn)
@@ -109,6 +110,25 @@ class GuestSession:
     def _on_report(self, msg: dict) -> None:
         self.migration.guest_report[msg["type"]] = {k: v for k, v in msg.items() if k != "type"}
         self.daemon.guest_reported(self.migration, msg)
+
+    def _on_vcpus(self, msg: dict) -> None:
+        tids = msg.get("thread_ids")
+        if not isinstance(tids, list) or not all(isinstance(t, int) for t in tids):
+            raise ProtocolError("'thread_ids' must be a list of integers")
+        self.migration.resolver.vcpu_tids.update(tids)
+
+    def _on_stalls(self, msg: dict) -> None:
+        samples, vcpus = msg.get("samples_ns"), msg.get("vcpus")
+        if (not isinstance(samples, list) or not all(isinstance(t, int) for t in samples)
+                or not isinstance(vcpus, list) or not all(isinstance(v, dict) for v in vcpus)):
+            raise ProtocolError("'stalls' needs samples_ns (integers) and vcpus (objects)")
+        mode, backing = self.migration.backing.mode, self.migration.backing.backing
+        stall = metrics.VCPU_STALL.labels(mode, backing)
+        for t in samples:
+            stall.observe(t / 1e9)
+        for v in vcpus:
+            metrics.VCPU_BLOCKTIME.labels(mode, str(v.get("vcpu"))).inc(float(v.get("total", 0)))
+        self._on_report({k: v for k, v in msg.items() if k != "samples_ns"})
 
     def _on_digests(self, msg: dict) -> None:
         pages = msg.get("pages")

@@ -42,7 +42,7 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
         msg, _ = unixlink.recv(sock)
         ready = expect(msg, "ready")
         started = time.monotonic()
-        vcpu.run_all(runs)
+        vcpu.run_all(runs, lambda tids: unixlink.send(sock, {"type": "vcpus", "thread_ids": tids}))
         vcpu_seconds = time.monotonic() - started
         stalls = [t for r in runs for t in r.stalls_ns()]
         report = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from array import array
 from dataclasses import dataclass
+from typing import Callable
 
 from cffi_uffd import touch
 
@@ -50,15 +51,27 @@ def plan(base: int, pages: int, vcpus: int, pattern: str, accesses: int, write_r
     return runs
 
 
-def run_all(runs: list[VcpuRun]) -> None:
+def run_all(runs: list[VcpuRun], announce: Callable[[list[int]], None] | None = None) -> None:
+    """Run every vCPU to the end of its accesses. announce(thread ids) is called once all vCPU
+    threads exist and before any touches memory, so faults can be told apart by thread."""
+    ready = threading.Barrier(len(runs) + 1)
+    tids = [0] * len(runs)
+
     def body(r: VcpuRun) -> None:
+        tids[r.vcpu] = threading.get_native_id()
+        ready.wait()
         r.latency_ns, _ = touch(r.addresses, r.writes, r.values)
 
     threads = [threading.Thread(target=body, args=(r,), name=f"vcpu{r.vcpu}") for r in runs]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        ready.wait()
+        if announce:
+            announce(tids)
+    finally:
+        for t in threads:
+            t.join()
 
 
 def expected_writes(runs: list[VcpuRun]) -> dict[int, int]:

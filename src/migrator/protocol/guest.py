@@ -9,6 +9,7 @@ and its memory fd with SCM_RIGHTS, plus the regions as
                   "granularity", "size", "regions": [{"name", "offset", "size"}], "image_id"}
   guest -> dest  {"type": "memory", "regions": [...]}  + fds [uffd, memfd]
   dest -> guest  {"type": "ready"}                      (or {"type": "error", "message"})
+  guest -> dest  {"type": "vcpus", "thread_ids": [...]}  (before the vCPUs touch memory)
   guest -> dest  {"type": "stalls", "threshold_ns", "vcpus": [summary...], "samples_ns": [...]}
   dest -> guest  {"type": "complete", "phase", "verified_pages", "mismatched_pages", ...}
   guest -> dest  {"type": "digests", "pages": [...]}  -> dest: {"type": "digests", "digests": [...]}

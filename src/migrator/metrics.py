@@ -1,0 +1,77 @@
+"""Every Prometheus metric of migrator, defined once. Daemons import and update them.
+
+Names follow the Prometheus rules: prefix migrator_, base units, _total for counters. Labels
+are few and bounded (mode, backing, stream, kind, phase, vcpu, endpoint); never an address or
+a session id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# 1-2-5 steps from 1 us to 60 s: a 4 KiB fault (~100 us), a 2 MiB fault (~ms) and a 1 GiB
+# fault (~s) land in different buckets.
+LATENCY_BUCKETS = tuple(float(f"{m}e{e}") for e in range(-6, 2) for m in (1, 2, 5)) + (60.0,)
+
+_MB = ("mode", "backing")
+
+# -- destination -----------------------------------------------------------------------------
+FAULT_LATENCY = Histogram(
+    "migrator_fault_latency_seconds", "Time from reading a fault to installing its page.",
+    _MB, buckets=LATENCY_BUCKETS, registry=REGISTRY)
+VCPU_STALL = Histogram(
+    "migrator_vcpu_stall_seconds", "vCPU stalls as the guest measured them (accesses slower "
+    "than the guest's stall threshold).", _MB, buckets=LATENCY_BUCKETS, registry=REGISTRY)
+VCPU_BLOCKTIME = Counter(
+    "migrator_vcpu_blocktime_seconds", "Total time each vCPU spent stalled (QEMU's blocktime).",
+    ("mode", "vcpu"), registry=REGISTRY)
+FAULTS = Counter(
+    "migrator_faults", "userfaultfd page faults read, by the kind of thread that faulted.",
+    ("mode", "backing", "thread"), registry=REGISTRY)
+FETCHED_BYTES = Counter(
+    "migrator_fetched_bytes", "Page bytes received from the source.", ("mode", "stream"),
+    registry=REGISTRY)
+FETCHED_PAGES = Counter(
+    "migrator_fetched_pages", "4 KiB pages installed, by the stream that brought them (zero "
+    "pages included: they are installed without transfer).", ("mode", "stream"), registry=REGISTRY)
+PAGES_REMAINING = Gauge(
+    "migrator_pages_remaining", "4 KiB pages not yet installed, over running migrations.",
+    ("mode",), registry=REGISTRY)
+MIGRATIONS = Gauge(
+    "migrator_migrations", "Migrations by phase.", ("mode", "phase"), registry=REGISTRY)
+MIGRATION_DURATION = Histogram(
+    "migrator_migration_duration_seconds", "From guest handover to the last page verified.",
+    ("mode",), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+URGENT_IN_FLIGHT = Gauge(
+    "migrator_urgent_requests_in_flight", "Urgent page requests sent and not yet answered.",
+    ("mode",), registry=REGISTRY)
+INSTALL_RACES = Counter(
+    "migrator_install_races", "Resolving ioctls that lost a race: EEXIST (already mapped) "
+    "or EAGAIN (mapping changing).", ("mode", "kind"), registry=REGISTRY)
+RETRIES = Counter("migrator_retries", "Operations retried, by cause.", ("mode", "cause"),
+                  registry=REGISTRY)
+ERRORS = Counter("migrator_errors", "Failures, by cause.", ("mode", "cause"), registry=REGISTRY)
+VERIFIED_PAGES = Counter("migrator_verified_pages", "Pages checked against the manifest digest.",
+                         ("mode",), registry=REGISTRY)
+MISMATCHED_PAGES = Counter("migrator_mismatched_pages", "Pages that still differed from the "
+                           "manifest after refetching.", ("mode",), registry=REGISTRY)
+
+# -- source ----------------------------------------------------------------------------------
+SOURCE_REQUEST_LATENCY = Histogram(
+    "migrator_source_request_duration_seconds", "Time to serve one request, by endpoint or "
+    "stream.", ("endpoint",), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+SOURCE_SERVED_BYTES = Counter(
+    "migrator_source_served_bytes", "Page bytes sent, by endpoint or stream.", ("endpoint",),
+    registry=REGISTRY)
+SOURCE_REQUESTS = Counter(
+    "migrator_source_requests", "Requests answered, by endpoint or stream and outcome.",
+    ("endpoint", "outcome"), registry=REGISTRY)
+
+
+def exposition(accept_header: str | None) -> tuple[bytes, str]:
+    """The registry in the text format or OpenMetrics, as the Accept header asks."""
+    encoder, content_type = choose_encoder(accept_header or "")
+    return encoder(REGISTRY), content_type
