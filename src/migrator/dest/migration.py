@@ -145,6 +145,7 @@ class Migration:
             "granularity_bytes": self.backing.granularity,
             "faults": self.resolver.faults,
             "fault_threads": len(self.resolver.faults_by_thread),
+            "faults_waited_on_background": self.resolver.waited_on_background,
             "fault_latency_seconds": summarize(r.latencies),
             "bytes_urgent": r.bytes,
             "bytes_background": p.bytes,

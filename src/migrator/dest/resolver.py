@@ -34,6 +34,7 @@ class FaultResolver:
         self.faults = 0
         self.faults_by_thread: dict[int, int] = {}
         self.removes = 0
+        self.waited_on_background = 0  # faults on a granule the puller was installing
         self.urgent_idle = threading.Event()
         self.urgent_idle.set()
         # faults waiting on a granule the puller has claimed: granule -> [read time]
@@ -70,6 +71,7 @@ class FaultResolver:
                 mine.append(granule)
                 self.table.fault_at(granule)
             elif state == CLAIMED:
+                self.waited_on_background += count
                 with self.waiting_lock:
                     self.waiting.setdefault(granule, []).extend([read_at] * count)
                 if self.table.state[granule] == PRESENT:  # the puller finished meanwhile

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import struct
 import time
 
-from .. import unixlink
 from ..protocol import PAGE_SIZE
 from ..protocol.digest import page_digest
-from ..protocol.guest import MAX_DIGEST_PAGES, VERSION, expect
+from ..protocol.guest import MAX_DIGEST_PAGES
 from ..stats import summarize
 from . import vcpu
+from .link import DestinationLink
 from .memory import GuestMemory
 
 MAX_STALL_SAMPLES = 200_000
@@ -22,31 +20,21 @@ VERIFY_SAMPLE_PAGES = 2048
 
 def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_ratio: float,
               seed: int, completion_timeout: float = 600.0) -> dict:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(socket_path)
-    except OSError as e:
-        raise SystemExit(f"cannot connect to the destination at {socket_path}: {e.strerror}; "
-                         "is `migrator dest --guest-socket` running there?") from e
-    unixlink.send(sock, {"type": "hello", "version": VERSION, "vcpus": vcpus, "pid": os.getpid()})
-    msg, _ = unixlink.recv(sock)
-    layout = expect(msg, "layout")
+    link = DestinationLink(socket_path, vcpus)
+    layout = link.layout
     memory = GuestMemory(layout["size"], layout["memory_page_size"])
     try:
         # Plan the vCPUs' accesses before switchover: once the destination is ready, memory
         # is migrating and the vCPUs must already be running.
         pages = layout["size"] // PAGE_SIZE
         runs = vcpu.plan(memory.view.address, pages, vcpus, pattern, accesses, write_ratio, seed)
-        unixlink.send(sock, {"type": "memory", "regions": memory.regions(layout["regions"])},
-                      fds=[memory.uffd.fileno(), memory.fd])
-        msg, _ = unixlink.recv(sock)
-        ready = expect(msg, "ready")
+        link.hand_over(memory)
         started = time.monotonic()
-        vcpu.run_all(runs, lambda tids: unixlink.send(sock, {"type": "vcpus", "thread_ids": tids}))
+        vcpu.run_all(runs, link.announce_vcpus)
         vcpu_seconds = time.monotonic() - started
         stalls = [t for r in runs for t in r.stalls_ns()]
         report = {
-            "session": ready.get("session"), "mode": layout["mode"],
+            "session": link.session, "mode": layout["mode"],
             "backing": layout["backing"], "backing_label": layout["backing_label"],
             "pattern": pattern, "vcpus": vcpus, "accesses_per_vcpu": accesses,
             "write_ratio": write_ratio, "seed": seed, "vcpu_run_seconds": vcpu_seconds,
@@ -54,34 +42,27 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
             "vcpu_stall_seconds": summarize(t / 1e9 for t in stalls),
             "per_vcpu": [r.summary() for r in runs],
         }
-        unixlink.send(sock, {"type": "stalls", "threshold_ns": vcpu.STALL_THRESHOLD_NS,
-                             "vcpus": report["per_vcpu"],
-                             "samples_ns": stalls[:MAX_STALL_SAMPLES]})
-        sock.settimeout(completion_timeout)
-        msg, _ = unixlink.recv(sock)
-        complete = expect(msg, "complete")
+        link.send({"type": "stalls", "threshold_ns": vcpu.STALL_THRESHOLD_NS,
+                   "vcpus": report["per_vcpu"], "samples_ns": stalls[:MAX_STALL_SAMPLES]})
+        complete = link.wait_complete(completion_timeout)
         report["migration"] = {k: v for k, v in complete.items() if k not in ("type", "guest")}
         if complete.get("phase") == "complete":
-            report["verify"] = _verify(sock, memory, runs, pages, seed)
-            unixlink.send(sock, {"type": "verify", **report["verify"]})
-        unixlink.send(sock, {"type": "bye"})
+            report["verify"] = verify(link, memory, vcpu.expected_writes(runs), pages, seed)
+            link.send({"type": "verify", **report["verify"]})
         return report
     finally:
-        sock.close()
+        link.close()
         memory.close()
 
 
-def _verify(sock: socket.socket, memory: GuestMemory, runs: list[vcpu.VcpuRun], pages: int,
-            seed: int) -> dict:
-    """Read back a sample of untouched-by-writes pages against the manifest; check our writes."""
-    expected = vcpu.expected_writes(runs)
+def verify(link: DestinationLink, memory: GuestMemory, expected: dict[int, int], pages: int,
+           seed: int) -> dict:
+    """Read back a sample of pages we did not write against the manifest; check our writes."""
     written_pages = {(a - memory.view.address) // PAGE_SIZE for a in expected}
     rng = random.Random(f"{seed}:verify")
     candidates = [p for p in rng.sample(range(pages), min(pages, VERIFY_SAMPLE_PAGES * 2))
                   if p not in written_pages][:min(VERIFY_SAMPLE_PAGES, MAX_DIGEST_PAGES)]
-    unixlink.send(sock, {"type": "digests", "pages": candidates})
-    msg, _ = unixlink.recv(sock)
-    digests = expect(msg, "digests")["digests"]
+    digests = link.digests(candidates)
     view = memory.view.view
     mismatched = [p for p, d in zip(candidates, digests)
                   if page_digest(view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]) != d]

@@ -1,0 +1,60 @@
+"""The guest's side of the conversation with the destination (protocol/guest.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from .. import unixlink
+from ..protocol.guest import VERSION, expect
+from .memory import GuestMemory
+
+
+class DestinationLink:
+    def __init__(self, socket_path: str, vcpus: int):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.connect(socket_path)
+        except OSError as e:
+            self.sock.close()
+            raise SystemExit(f"cannot connect to the destination at {socket_path}: {e.strerror}; "
+                             "is `migrator dest --guest-socket` running there?") from e
+        unixlink.send(self.sock, {"type": "hello", "version": VERSION, "vcpus": vcpus,
+                                  "pid": os.getpid()})
+        self.layout = self.receive("layout")
+        self.session: str | None = None
+
+    def receive(self, kind: str) -> dict:
+        msg, _ = unixlink.recv(self.sock)
+        return expect(msg, kind)
+
+    def send(self, message: dict) -> None:
+        unixlink.send(self.sock, message)
+
+    def hand_over(self, memory: GuestMemory) -> None:
+        """Switchover: give the destination our userfaultfd and RAM; it is ready to resolve."""
+        unixlink.send(self.sock, {"type": "memory", "regions": memory.regions(self.layout["regions"])},
+                      fds=[memory.uffd.fileno(), memory.fd])
+        self.session = self.receive("ready").get("session")
+
+    def announce_vcpus(self, thread_ids: list[int]) -> None:
+        self.send({"type": "vcpus", "thread_ids": thread_ids})
+
+    def wait_complete(self, timeout: float) -> dict:
+        self.sock.settimeout(timeout)
+        try:
+            return self.receive("complete")
+        finally:
+            self.sock.settimeout(None)
+
+    def digests(self, pages: list[int]) -> list[int]:
+        self.send({"type": "digests", "pages": pages})
+        return self.receive("digests")["digests"]
+
+    def close(self, say_bye: bool = True) -> None:
+        if say_bye:
+            try:
+                self.send({"type": "bye"})
+            except OSError:
+                pass
+        self.sock.close()

@@ -1,0 +1,81 @@
+"""End-to-end migrations: source, destination and guest processes on loopback, both modes."""
+
+from __future__ import annotations
+
+import pytest
+
+from cffi_uffd import SIZE_1G, SIZE_2M, hugepages
+from migrator.client.http import fetch_manifest
+from migrator.protocol.manifest import DATA
+
+from .conftest import TOKEN, Dest, run_guest
+
+
+def _assert_clean(report: dict, pages_total: int) -> dict:
+    m = report["migration"]
+    assert m["phase"] == "complete", m.get("error")
+    assert m["verified_pages"] == m["pages_total"] == pages_total
+    assert m["mismatched_pages"] == 0
+    assert report["verify"]["mismatched_pages"] == 0
+    assert report["verify"]["sampled_pages"] > 0
+    assert report["verify"]["writes_lost"] == 0
+    return m
+
+
+@pytest.mark.parametrize("mode", ["hgm", "hugepage"])
+def test_both_modes_on_2m_migrate_every_page_once_and_verify(source, pool_2m, dest_factory, mode):
+    manifest = fetch_manifest(source, TOKEN)
+    dest = dest_factory(mode, SIZE_2M)
+    report = run_guest(dest, "--vcpus", "4", "--pattern", "zipf", "--accesses", "3000",
+                       "--write-ratio", "0.3")
+    m = _assert_clean(report, manifest.pages)
+    assert m["backing"] == ("shmem-emulated-hgm" if mode == "hgm" else "hugetlb-2M")
+    assert m["granularity_bytes"] == (4096 if mode == "hgm" else SIZE_2M)
+    assert m["faults"] > 0 and report["verify"]["writes_checked"] > 0
+    # Zero pages never travel; every data page travels exactly once (no refetch was needed).
+    data_bytes = manifest.kinds.count(DATA) * 4096
+    assert m["zero_pages"] > 0
+    assert m["refetched_pages"] == 0
+    assert m["bytes_urgent"] + m["bytes_background"] == data_bytes
+    assert m["pages_urgent"] + m["pages_background"] == manifest.pages
+
+
+def test_hugepage_mode_on_1g_pages(tmp_path):
+    from helpers.daemons import start_source, stop_daemon
+
+    with hugepages.reserved(SIZE_1G, 1) as got:
+        if got < 1:
+            pytest.skip("the kernel could not reserve a 1 GiB page (fragmented memory)")
+        proc, url = start_source("1GiB", seed=11, token=TOKEN)
+        dest = None
+        try:
+            dest = Dest(url, "hugepage", SIZE_1G)
+            report = run_guest(dest, "--vcpus", "2", "--pattern", "uniform", "--accesses", "200")
+            m = _assert_clean(report, SIZE_1G // 4096)
+            assert m["backing"] == "hugetlb-1G" and m["granularity_bytes"] == SIZE_1G
+            # One 1 GiB page: however many vCPUs faulted, it was fetched once.
+            assert m["pages_urgent"] + m["pages_background"] == SIZE_1G // 4096
+        finally:
+            if dest:
+                dest.stop()
+            stop_daemon(proc)
+
+
+def test_faults_racing_the_background_pull_are_installed_once(source, pool_2m, dest_factory):
+    # Sequential vCPUs start where the puller starts, so faults land on granules it is
+    # installing at that moment; they must wait for that install, not fetch again.
+    manifest = fetch_manifest(source, TOKEN)
+    dest = dest_factory("hugepage", SIZE_2M)
+    report = run_guest(dest, "--vcpus", "4", "--pattern", "sequential", "--accesses", "4000",
+                       "--write-ratio", "0.5")
+    m = _assert_clean(report, manifest.pages)
+    assert m["pages_urgent"] + m["pages_background"] == manifest.pages
+    assert m["refetched_pages"] == 0
+
+
+def test_guest_writes_after_install_survive_to_the_end(source, dest_factory):
+    dest = dest_factory("hgm")
+    report = run_guest(dest, "--vcpus", "2", "--pattern", "hotset", "--accesses", "5000",
+                       "--write-ratio", "1.0")
+    _assert_clean(report, fetch_manifest(source, TOKEN).pages)
+    assert report["verify"]["writes_checked"] > 1000
