@@ -20,6 +20,7 @@ from ..protocol.manifest import DATA, Manifest
 from .pages import PageTable
 
 MAX_VERIFY_ATTEMPTS = 3
+_PIECE = 1 << 20  # verify received data in pieces of this size, while more arrives
 _EAGAIN_BACKOFF_S = 0.0005
 
 
@@ -110,31 +111,48 @@ class Installer:
         for offset, length in runs:
             stream.send(offset // PAGE_SIZE, offset, length)
 
-    def receive(self, stream: PageStream, runs: list[tuple[int, int]], counters: StreamCounters) -> None:
-        view = self.alias.view
+    def receive(self, stream: PageStream, start: int, end: int, runs: list[tuple[int, int]],
+                counters: StreamCounters) -> None:
+        """Receive the requested runs of [start, end) into the alias and verify every page.
+
+        Each piece is checked as soon as it lands, while the next is still on the wire, and
+        the zero pages between runs are checked in the gaps. Bad pages are fetched again; if
+        they stay bad the migration fails: a wrong page is never installed.
+        """
+        view, digests = self.alias.view, self.manifest.digests
+        bad: list[int] = []
+        checked = start
         for offset, length in runs:
             stream.recv_header()
-            stream.recv_into(view[offset:offset + length])
+            for piece in range(offset, offset + length, _PIECE):
+                piece_end = min(piece + _PIECE, offset + length)
+                stream.recv_into(view[piece:piece_end])
+                bad += mismatches(view[piece:piece_end], digests, piece // PAGE_SIZE)
             counters.received(length)
-
-    def verify(self, start: int, end: int, stream: PageStream, counters: StreamCounters) -> None:
-        """Check [start, end) against the manifest; refetch bad pages; fail if they stay bad."""
-        for attempt in range(MAX_VERIFY_ATTEMPTS):
-            bad = mismatches(self.alias.view[start:end], self.manifest.digests, start // PAGE_SIZE)
+            bad += mismatches(view[checked:offset], digests, checked // PAGE_SIZE)
+            checked = offset + length
+        bad += mismatches(view[checked:end], digests, checked // PAGE_SIZE)
+        for _ in range(MAX_VERIFY_ATTEMPTS - 1):
             if not bad:
-                counters.verified((end - start) // PAGE_SIZE)
-                return
+                break
             counters.refetches += len(bad)
             metrics.RETRIES.labels(counters.mode, "digest_mismatch").inc(len(bad))
-            runs = [(p * PAGE_SIZE, PAGE_SIZE) for p in bad]
-            if attempt + 1 < MAX_VERIFY_ATTEMPTS:
-                self.request(stream, runs)
-                self.receive(stream, runs, counters)
-        self.mismatched_pages.update(bad)
-        metrics.MISMATCHED_PAGES.labels(counters.mode).inc(len(bad))
-        raise MigrationFailed(f"{len(bad)} page(s) still differ from the manifest digests after "
-                              f"{MAX_VERIFY_ATTEMPTS} fetches (first: page {bad[0]}); refusing to "
-                              "install them")
+            for p in bad:
+                stream.send(p, p * PAGE_SIZE, PAGE_SIZE)
+            again = []
+            for p in bad:
+                stream.recv_header()
+                stream.recv_into(view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE])
+                counters.received(PAGE_SIZE)
+                again += mismatches(view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE], digests, p)
+            bad = again
+        if bad:
+            self.mismatched_pages.update(bad)
+            metrics.MISMATCHED_PAGES.labels(counters.mode).inc(len(bad))
+            raise MigrationFailed(
+                f"{len(bad)} page(s) still differ from the manifest digests after "
+                f"{MAX_VERIFY_ATTEMPTS} fetches (first: page {bad[0]}); refusing to install them")
+        counters.verified((end - start) // PAGE_SIZE)
 
     def install(self, start: int, end: int, counters: StreamCounters) -> None:
         """CONTINUE image bytes [start, end) into the guest; EEXIST means already mapped."""
@@ -158,15 +176,12 @@ class Installer:
     def byte_range(self, first_granule: int, end_granule: int) -> tuple[int, int]:
         return first_granule * self.granularity, end_granule * self.granularity
 
-    def migrate(self, stream: PageStream, first_granule: int, end_granule: int,
-                counters: StreamCounters) -> None:
-        """Fetch, verify and install a claimed run of granules, then mark it present."""
+    def finish(self, stream: PageStream, first_granule: int, end_granule: int,
+               runs: list[tuple[int, int]], counters: StreamCounters) -> None:
+        """Receive, verify and install a claimed run of granules whose runs were requested."""
         start, end = self.byte_range(first_granule, end_granule)
-        runs = self.data_runs(start, end)
-        self.request(stream, runs)
         self.prepare(start, end)
-        self.receive(stream, runs, counters)
-        self.verify(start, end, stream, counters)
+        self.receive(stream, start, end, runs, counters)
         self.install(start, end, counters)
         counters.installed((end - start) // PAGE_SIZE)
         self.table.mark_present(first_granule, end_granule)

@@ -11,7 +11,7 @@ import time
 
 from ..client.stream import PageStream
 from .installer import Installer, StreamCounters
-from .pages import PageTable
+from .pages import PRESENT, PageTable
 from .resolver import FaultResolver
 
 CHUNK_BYTES = 4 << 20
@@ -45,15 +45,30 @@ class BackgroundPuller:
         return self.counters.bytes / elapsed if elapsed > 0 else 0.0
 
     def _pull(self) -> None:
-        while not self.stop.is_set():
-            self.resolver.urgent_idle.wait(_YIELD_S)
-            run = self.table.claim_run(self.granules_per_chunk)
-            if run is None:
-                return
-            first, end = run
-            try:
-                self.installer.migrate(self.stream, first, end, self.counters)
-            except BaseException:
-                self.table.release(first, end)
-                raise
-            self.resolver.installed_by_puller(first, end)
+        # One chunk stays requested ahead of the one being received, so the source is never
+        # idle while this thread verifies and installs.
+        pending: tuple[int, int, list] | None = None
+        try:
+            while not self.stop.is_set():
+                self.resolver.urgent_idle.wait(_YIELD_S)
+                ahead = self._request_next()
+                if pending is not None:
+                    self.installer.finish(self.stream, *pending, self.counters)
+                    self.resolver.installed_by_puller(pending[0], pending[1])
+                pending = ahead
+                if pending is None:
+                    return
+        except BaseException:
+            for claimed in (pending, locals().get("ahead")):
+                if claimed is not None and self.table.state[claimed[0]] != PRESENT:
+                    self.table.release(claimed[0], claimed[1])
+            raise
+
+    def _request_next(self) -> tuple[int, int, list] | None:
+        claimed = self.table.claim_run(self.granules_per_chunk)
+        if claimed is None:
+            return None
+        first, end = claimed
+        runs = self.installer.data_runs(*self.installer.byte_range(first, end))
+        self.installer.request(self.stream, runs)
+        return first, end, runs

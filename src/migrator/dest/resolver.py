@@ -95,13 +95,7 @@ class FaultResolver:
             for g in mine:
                 self.installer.request(self.stream, runs[g])
             for g in mine:
-                start, end = self.installer.byte_range(g, g + 1)
-                self.installer.prepare(start, end)
-                self.installer.receive(self.stream, runs[g], self.counters)
-                self.installer.verify(start, end, self.stream, self.counters)
-                self.installer.install(start, end, self.counters)
-                self.counters.installed((end - start) // PAGE_SIZE)
-                self.table.mark_present(g, g + 1)
+                self.installer.finish(self.stream, g, g + 1, runs[g], self.counters)
                 self._in_flight.dec()
                 mine_left -= 1
                 self.counters.resolved(time.perf_counter() - read_at, wanted[g])
