@@ -16,7 +16,7 @@ INSTALLED_TEST := $(VENV)/.installed-test
 EXPERIMENT_ARGS ?= --out results/latest
 PYTEST_ARGS ?=
 
-.PHONY: run test clean
+.PHONY: run test clean system-deps
 
 run: $(INSTALLED)
 	$(BIN)/migrator host check
@@ -27,8 +27,12 @@ run: $(INSTALLED)
 		echo "make run: 'migrator experiment' is not built yet; ran the host check only"; \
 	fi
 
-test: $(INSTALLED_TEST)
+test: system-deps $(INSTALLED_TEST)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Prometheus, Chromium and iproute2 for the tests that use real ones (apt, where missing).
+system-deps:
+	scripts/system-deps
 
 # The venv, from the machine's python3 (>= 3.11). A venv whose interpreter link dangles (its
 # base Python was removed) counts as missing and is made again.
