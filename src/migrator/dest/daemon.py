@@ -15,6 +15,7 @@ from aiohttp import web
 from cffi_uffd import detect_hgm
 
 from .. import metrics
+from ..webauth import require_token
 from ..client.http import fetch_manifest
 from ..protocol.manifest import Manifest
 from .backing import Backing, choose
@@ -27,6 +28,7 @@ log = logging.getLogger("migrator.dest")
 # 5 ms switch interval would add up to 5 ms to a fault whenever the puller holds the GIL.
 _SWITCH_INTERVAL_S = 50e-6
 _MANIFEST_RETRY_S = (0.2, 0.5, 1, 2, 5)
+PUBLIC_PATHS = ("/healthz", "/", "/dashboard")
 
 
 class DestDaemon:
@@ -131,7 +133,10 @@ def build_app(daemon: DestDaemon) -> web.Application:
         body, content_type = metrics.exposition(request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    app = web.Application()
+    # The dashboard page itself holds no data (it asks /v1/... with the token), so it is public
+    # like /healthz.
+    app = web.Application(middlewares=[require_token(daemon.source.token, PUBLIC_PATHS)],
+                          client_max_size=64 << 10)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/status", status)
