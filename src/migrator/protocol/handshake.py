@@ -6,6 +6,8 @@ behind background data: `urgent` carries vCPU faults, `background` the bulk pull
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from . import PREFIX
 from .errors import ProtocolError
 
@@ -20,9 +22,12 @@ def stream_path(stream: str) -> str:
     return f"{PREFIX}/stream/{stream}"
 
 
-def upgrade_request(host: str, stream: str, token: str | None, session: str) -> bytes:
+def upgrade_request(host: str, stream: str, token: str | None, session: str,
+                    path_prefix: str = "") -> bytes:
+    """The request head; path_prefix is the base URL's path when the source sits behind one."""
     lines = [
-        f"GET {stream_path(stream)}?session={session} HTTP/1.1",
+        f"GET {path_prefix.rstrip('/')}{stream_path(stream)}?session={quote(session, safe='')} "
+        "HTTP/1.1",
         f"Host: {host}",
         "Connection: Upgrade",
         f"Upgrade: {UPGRADE_TOKEN}",
