@@ -1,0 +1,17 @@
+"""Blocking clients of the source (no asyncio): used by the destination's fault thread and tools.
+
+- stream: PageStream, one upgraded page stream (urgent or background)
+- http: fetch_manifest, fetch_pages
+- errors: what can go wrong; connection-level failures are ConnectionErrors naming the URL
+"""
+
+from .errors import (
+    SourceConnectionError, SourceRefused, SourceUnreachable, StreamBroken, StreamError, Unauthorized,
+)
+from .http import fetch_manifest, fetch_pages
+from .stream import PageStream
+
+__all__ = [
+    "PageStream", "SourceConnectionError", "SourceRefused", "SourceUnreachable", "StreamBroken",
+    "StreamError", "Unauthorized", "fetch_manifest", "fetch_pages",
+]
