@@ -1,0 +1,11 @@
+"""The source app's shared state, as typed aiohttp app keys."""
+
+from aiohttp import web
+
+from .image import GuestImage
+from .stats import Stats
+
+IMAGE_KEY = web.AppKey("image", GuestImage)
+STATS_KEY = web.AppKey("stats", Stats)
+TOKEN_KEY = web.AppKey("token", str)  # absent: no auth
+STREAMS_KEY = web.AppKey("streams", set)  # the open PageStreamProtocols, closed at shutdown

@@ -1,0 +1,158 @@
+"""The source's HTTP API (aiohttp): manifest, bounded page reads, page streams, status, health.
+
+    GET /healthz                      200 "ok", no token needed
+    GET /v1/manifest                  the image's Manifest, msgpack
+    GET /v1/pages?offset=&length=     raw page bytes, 4 KiB aligned, at most 1 GiB
+    GET /v1/stream/{urgent,background}?session=ID  Upgrade: migrator-pages/1 -> 101, frames.py
+    GET /v1/status                    JSON: image, sessions, what each stream has served
+    GET /metrics                      Prometheus (migrator.metrics' source metrics)
+
+Every path but /healthz needs `Authorization: Bearer <token>` when the source has a token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import hdrs, web
+
+from migrator import metrics
+from migrator.auth import bearer_matches
+from migrator.protocol import PAGE_SIZE, PREFIX, frames
+from migrator.protocol.frames import PageRequest
+
+from .appkeys import IMAGE_KEY, STATS_KEY, STREAMS_KEY, TOKEN_KEY
+from .image import GuestImage
+from .stats import Stats
+from .streams import handle_stream
+
+log = logging.getLogger("migrator.source")
+
+PAGES_SLICE = 1 << 20  # /v1/pages writes the image in slices of at most this many bytes
+MSGPACK = "application/msgpack"
+
+
+@web.middleware
+async def _require_token(request: web.Request, handler):
+    token = request.app.get(TOKEN_KEY)
+    if token is not None and request.path != "/healthz":
+        if not bearer_matches(request.headers.get(hdrs.AUTHORIZATION), token):
+            unauthorized = request.app[STATS_KEY].unauthorized
+            unauthorized[_ENDPOINTS.get(request.path, "other")] += 1
+            # Deliberately the same answer for a missing, malformed or wrong token.
+            raise web.HTTPUnauthorized(text="unauthorized\n",
+                                       headers={hdrs.WWW_AUTHENTICATE: "Bearer"})
+    return await handler(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _manifest(request: web.Request) -> web.Response:
+    body = request.app[_MANIFEST_BYTES]
+    request.app[STATS_KEY].endpoints["manifest"].add(0)
+    return web.Response(body=body, content_type=MSGPACK)
+
+
+def _int_param(request: web.Request, name: str) -> int:
+    what = f"a non-negative multiple of {PAGE_SIZE}, in bytes"
+    raw = request.query.get(name)
+    if raw is None:
+        raise web.HTTPBadRequest(text=f"missing query parameter {name}: pass {name}=<{what}>\n")
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"query parameter {name}={raw[:40]!r} is not an integer: "
+                                      f"pass {what}\n") from None
+    if value < 0:
+        raise web.HTTPBadRequest(text=f"query parameter {name}={value} is negative: pass {what}\n")
+    return value
+
+
+async def _pages(request: web.Request) -> web.StreamResponse:
+    began = time.perf_counter()
+    image: GuestImage = request.app[IMAGE_KEY]
+    counters = request.app[STATS_KEY].endpoints["pages"]
+    try:
+        offset, length = _int_param(request, "offset"), _int_param(request, "length")
+    except web.HTTPBadRequest:
+        counters.refuse(400)
+        raise
+    problem = PageRequest(0, offset, length).check(image.size)
+    if problem is not None:
+        status, message = problem
+        counters.refuse(status)
+        if status == frames.OUT_OF_RANGE:
+            raise web.HTTPRequestRangeNotSatisfiable(
+                text=message + "\n", headers={hdrs.CONTENT_RANGE: f"bytes */{image.size}"})
+        raise web.HTTPBadRequest(text=f"{message}: pass offset and length as multiples of "
+                                      f"{PAGE_SIZE}, length at most {frames.MAX_REQUEST_LENGTH}\n")
+    response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/octet-stream"})
+    response.content_length = length
+    await response.prepare(request)
+    # Slices of the mmap, never a copy of the whole range: write() waits for the transport to
+    # drain, so a request holds at most about one slice of memory however long it is.
+    view = image.view
+    start = offset
+    try:
+        for start in range(offset, offset + length, PAGES_SLICE):
+            await response.write(view[start:min(start + PAGES_SLICE, offset + length)])
+        await response.write_eof()
+    except ConnectionError:
+        # The client went away mid-body; aiohttp closes the connection, nothing else to do.
+        log.debug("pages %d+%d: client gone after %d bytes", offset, length, start - offset)
+        return response
+    counters.add(length)
+    _PAGES_LATENCY.observe(time.perf_counter() - began)
+    return response
+
+
+async def _status(request: web.Request) -> web.Response:
+    image: GuestImage = request.app[IMAGE_KEY]
+    return web.json_response({
+        "image": {"id": image.image_id, "origin": image.origin, "size": image.size,
+                  "pages": image.pages, "page_size": PAGE_SIZE,
+                  "regions": [{"name": r.name, "offset": r.offset, "size": r.size}
+                              for r in image.regions]},
+        "auth": request.app.get(TOKEN_KEY) is not None,
+        **request.app[STATS_KEY].as_json(),
+    })
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    request.app[STATS_KEY].sync_metrics()
+    body, content_type = metrics.exposition(request.headers.get(hdrs.ACCEPT))
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+
+
+async def _close_streams(app: web.Application) -> None:
+    for stream in list(app[STREAMS_KEY]):
+        stream.close()
+
+
+_MANIFEST_BYTES = web.AppKey("manifest_bytes", bytes)
+_PAGES_LATENCY = metrics.SOURCE_REQUEST_LATENCY.labels("pages")
+_ENDPOINTS = {f"{PREFIX}/manifest": "manifest", f"{PREFIX}/pages": "pages",
+              f"{PREFIX}/stream/urgent": "urgent", f"{PREFIX}/stream/background": "background",
+              f"{PREFIX}/status": "status", "/metrics": "metrics"}
+
+
+def create_app(image: GuestImage, token: str | None = None) -> web.Application:
+    """The source's aiohttp application serving image; token None means no auth."""
+    app = web.Application(middlewares=[_require_token], client_max_size=64 << 10)
+    app[IMAGE_KEY] = image
+    app[STATS_KEY] = Stats()
+    app[STREAMS_KEY] = set()
+    if token is not None:
+        app[TOKEN_KEY] = token
+    app[_MANIFEST_BYTES] = image.manifest.encode()
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get(f"{PREFIX}/manifest", _manifest)
+    app.router.add_get(f"{PREFIX}/pages", _pages)
+    app.router.add_get(f"{PREFIX}/status", _status)
+    app.router.add_get(f"{PREFIX}/stream/{{stream}}", handle_stream)
+    app.router.add_get("/metrics", _metrics)
+    app.on_shutdown.append(_close_streams)
+    return app
