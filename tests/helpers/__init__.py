@@ -1,0 +1,1 @@
+"""Helpers shared by test packages (import as `helpers.<module>`; tests/ is on sys.path)."""
