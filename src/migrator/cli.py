@@ -13,6 +13,7 @@ _COMMANDS = [
     "migrator.dest.cli",
     "migrator.guest.cli",
     "migrator.experiment.cli",
+    "migrator.report.cli",
     "migrator.bench.cli",
 ]
 

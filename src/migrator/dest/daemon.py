@@ -18,6 +18,7 @@ from .. import metrics
 from ..webauth import require_token
 from ..client.http import fetch_manifest
 from ..protocol.manifest import Manifest
+from . import dashboard
 from .backing import Backing, choose
 from .migration import Migration, SourceLink
 from .session import GuestSession
@@ -140,6 +141,7 @@ def build_app(daemon: DestDaemon) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/status", status)
+    dashboard.add_routes(app, daemon)
     return app
 
 

@@ -50,5 +50,6 @@ def run(args) -> int:
     else:
         print(comparison(results))
         print(f"\nresults: {args.out / 'results.json'}")
+        print(f"report:  {args.out / 'report.html'} (report.md, latency-cdf.png)")
     ok = all(m["phase"] == "complete" and m["mismatched_pages"] == 0 for m in results["modes"])
     return 0 if ok else 1

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cffi_uffd import SIZE_2M, detect_hgm, hugepages
 
+from ..report import load_run, render_run, write_samples
+from ..report.progress import Progress, bar
 from ..units import format_size, hugepage_label
 from .host_info import host_block
 from .processes import Child, free_port, migrator_command
@@ -32,11 +34,19 @@ class Plan:
     seed: int
     out: Path
     quiet: bool = False
+    progress: Progress = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.progress = Progress(quiet=self.quiet)
+
+
+# when the progress line asks the destination (lightly: /v1/dashboard): soon, then every second
+_WATCH_S = (0.2, 0.5, 1.0)
+_GUEST_TIMEOUT_S = 900
 
 
 def _say(plan: Plan, text: str) -> None:
-    if not plan.quiet:
-        print(text, file=sys.stderr, flush=True)
+    plan.progress.say(text)
 
 
 def _needs_hugepages(mode: str, hgm_present: bool) -> bool:
@@ -52,6 +62,7 @@ def _hugepages_for(plan: Plan, hgm_present: bool):
     size = plan.hugepage_size
     while True:
         need = plan.memory // size
+        _say(plan, f"reserving {need} x {hugepage_label(size)} huge pages")
         with hugepages.reserved(size, need) as got:
             if got >= need or size == SIZE_2M:
                 if got < need:
@@ -66,10 +77,57 @@ def _hugepages_for(plan: Plan, hgm_present: bool):
         size = SIZE_2M
 
 
-def _status(url: str, token: str) -> dict:
-    req = urllib.request.Request(f"{url}/v1/status", headers={"Authorization": f"Bearer {token}"})
+def _get(url: str, token: str) -> dict:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
+
+
+def _status(url: str, token: str) -> dict:
+    return _get(f"{url}/v1/status", token)
+
+
+def _watch(plan: Plan, mode: str, guest: subprocess.Popen, dest_url: str, token: str) -> None:
+    """Wait for the guest; meanwhile show the migration's progress (not in quiet mode)."""
+    deadline = time.monotonic() + _GUEST_TIMEOUT_S
+    told_verify = False
+    for poll in itertools.count():
+        try:
+            guest.wait(timeout=_WATCH_S[min(poll, len(_WATCH_S) - 1)])
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() > deadline:
+            guest.kill()
+            guest.wait()
+            raise RuntimeError(f"[{mode}] guest still running after {_GUEST_TIMEOUT_S}s; killed")
+        if plan.quiet:
+            continue
+        try:
+            migrations = _get(f"{dest_url}/v1/dashboard", token)["migrations"]
+        except (OSError, ValueError):
+            continue  # progress is best effort; the run's result does not depend on it
+        if not migrations:
+            plan.progress.update(f"[{mode}] waiting for the guest to hand over its memory")
+            continue
+        m = migrations[-1]
+        present, total = m["pages_present"], m["pages_total"]
+        if m["phase"] == "running":
+            plan.progress.update(
+                f"[{mode}] {bar(present, total)} {present}/{total} pages present "
+                f"({100 * present / total:.0f}%), {m['faults']} faults, urgent "
+                f"{m['urgent_bytes_per_second'] / 2**20:.1f} MiB/s, background "
+                f"{m['background_bytes_per_second'] / 2**20:.1f} MiB/s")
+        elif m["phase"] == "complete" and not told_verify:
+            told_verify = True
+            plan.progress.say(f"[{mode}] all {total} pages present and verified on install; "
+                              "the guest is checking a sample and its writes")
+
+
+def _save_samples(plan: Plan, mode: str, dest_url: str, token: str, session: str) -> None:
+    lat = _get(f"{dest_url}/v1/migrations/{session}/latencies", token)
+    write_samples(plan.out, mode, lat["backing_label"], session,
+                  {"fault_latency_seconds": lat["fault_latency_seconds"]})
 
 
 def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token: str,
@@ -85,22 +143,31 @@ def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token:
         _say(plan, f"[{mode}] destination up (pid {dest.pid}); guest: {plan.vcpus} vCPUs x "
                    f"{plan.accesses} {plan.pattern} accesses")
         started = time.monotonic()
-        guest = subprocess.run(
-            migrator_command("guest", "--dest-socket", sock, "--vcpus", str(plan.vcpus),
-                             "--pattern", plan.pattern, "--accesses", str(plan.accesses),
-                             "--write-ratio", str(plan.write_ratio), "--seed", str(plan.seed),
-                             "--json"),
-            capture_output=True, text=True, timeout=900)
-        (plan.out / f"guest-{mode}.log").write_text(guest.stderr)
-        if not guest.stdout.strip():
+        guest_log, guest_out = plan.out / f"guest-{mode}.log", workdir / f"guest-{mode}.json"
+        with open(guest_log, "w") as err, open(guest_out, "w") as out:
+            guest = subprocess.Popen(
+                migrator_command("guest", "--dest-socket", sock, "--vcpus", str(plan.vcpus),
+                                 "--pattern", plan.pattern, "--accesses", str(plan.accesses),
+                                 "--write-ratio", str(plan.write_ratio), "--seed",
+                                 str(plan.seed), "--json"),
+                stdout=out, stderr=err, text=True)
+            try:
+                _watch(plan, mode, guest, dest_url, token)
+            finally:
+                if guest.poll() is None:
+                    guest.kill()
+                    guest.wait()
+        stdout = guest_out.read_text()
+        if not stdout.strip():
             raise RuntimeError(f"[{mode}] guest failed (exit {guest.returncode}):\n"
-                               f"{guest.stderr[-3000:]}\ndestination log:\n{dest.tail()}")
-        report = json.loads(guest.stdout)
+                               f"{guest_log.read_text()[-3000:]}\ndestination log:\n{dest.tail()}")
+        report = json.loads(stdout)
         migration = next(m for m in _status(dest_url, token)["migrations"]
                          if m["session"] == report["session"])
         _say(plan, f"[{mode}] {migration['phase']} in {time.monotonic() - started:.1f}s: "
                    f"{migration['faults']} faults, {migration['verified_pages']} pages verified, "
                    f"{migration['mismatched_pages']} mismatched")
+        _save_samples(plan, mode, dest_url, token, report["session"])
         return _result(migration, report)
     finally:
         dest.stop()
@@ -149,4 +216,5 @@ def run(plan: Plan) -> dict:
         finally:
             source.stop()
     (plan.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    render_run(load_run(plan.out))
     return results

@@ -1,0 +1,45 @@
+"""`migrator report`: re-render earlier experiment runs and compare them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="re-render experiment results and compare runs",
+                       description="Re-render each run's report.md, report.html and "
+                                   "latency-cdf.png in its directory; with several runs, also "
+                                   "print one table with a column per run and mode.")
+    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
+                   help="an experiment's --out directory (holding results.json)")
+    p.add_argument("--out", type=Path,
+                   help="also write compare.md, compare.html and latency-cdf.png here "
+                        "(default with several DIRs: print the table only)")
+    p.add_argument("--json", action="store_true",
+                   help="print the comparison table as JSON, nothing else")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .render import compare, render_run
+    from .runs import load_run, label_runs
+    from .tables import Table
+
+    runs = [load_run(d) for d in args.dirs]
+    label_runs(runs)
+    written = [render_run(r) for r in runs]
+    combined = compare(runs, args.out) if args.out else None
+    table = combined.table if combined else (written[0].table if len(runs) == 1 else Table(runs))
+    if args.json:
+        json.dump({"columns": table.columns, "rows": dict(table.rows)}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(table.text())
+    print()
+    for r, w in zip(runs, written):
+        print(f"{r.label}: {w.html} ({w.markdown.name}, {w.plot.name})")
+    if combined:
+        print(f"comparison: {combined.html} ({combined.markdown.name}, {combined.plot.name})")
+    return 0

@@ -1,0 +1,104 @@
+"""The comparison table: one row per measure, one column per (run, mode); as text, Markdown, HTML."""
+
+from __future__ import annotations
+
+import html
+from typing import Callable
+
+from ..units import format_size, hugepage_label
+from .runs import Run
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def _mib(n: int | None) -> str:
+    return "–" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def _stat(key: str, q: str) -> Callable[[dict, dict], str]:
+    return lambda m, _: duration((m.get(key) or {}).get(q)) if m.get(key) else "–"
+
+
+def _result(m: dict, _: dict) -> str:
+    return m.get("phase", "?") + (f" ({m['error']})" if m.get("error") else "")
+
+
+def _guest_check(m: dict, _: dict) -> str:
+    v = m.get("guest_verify")
+    if not v:
+        return "–"
+    return (f"{v['sampled_pages'] - v['mismatched_pages']}/{v['sampled_pages']} pages, "
+            f"{v['writes_checked'] - v['writes_lost']}/{v['writes_checked']} writes")
+
+
+# (row name, cell(mode result, run config)); config rows first, so runs of different set-ups
+# are not compared unawares.
+ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
+    ("guest memory", lambda m, c: c.get("memory") or format_size(c.get("memory_bytes", 0))),
+    ("huge page", lambda m, c: hugepage_label(c["hugepage_size"]) if c.get("hugepage_size") else "–"),
+    ("access pattern", lambda m, c: f"{c.get('pattern')}, {c.get('vcpus')} vCPUs x "
+                                    f"{c.get('accesses_per_vcpu')}"),
+    ("backing", lambda m, _: m.get("backing_label", "?")),
+    ("granularity", lambda m, _: format_size(m["granularity_bytes"]) if m.get("granularity_bytes") else "–"),
+    ("faults", lambda m, _: str(m.get("faults", "–"))),
+    ("fault latency p50", _stat("fault_latency_seconds", "p50")),
+    ("fault latency p90", _stat("fault_latency_seconds", "p90")),
+    ("fault latency p99", _stat("fault_latency_seconds", "p99")),
+    ("fault latency max", _stat("fault_latency_seconds", "max")),
+    ("vCPU stalls", lambda m, _: str((m.get("vcpu_stall_seconds") or {}).get("count", "–"))),
+    ("vCPU stall p50", _stat("vcpu_stall_seconds", "p50")),
+    ("vCPU stall p99", _stat("vcpu_stall_seconds", "p99")),
+    ("vCPU stall max", _stat("vcpu_stall_seconds", "max")),
+    ("vCPU stalled total", _stat("vcpu_stall_seconds", "total")),
+    ("bytes urgent", lambda m, _: _mib(m.get("bytes_urgent"))),
+    ("bytes background", lambda m, _: _mib(m.get("bytes_background"))),
+    ("pages verified", lambda m, _: f"{m.get('verified_pages')}/{m.get('pages_total')}"),
+    ("pages mismatched", lambda m, _: str(m.get("mismatched_pages", "–"))),
+    ("guest check", _guest_check),
+    ("migration time", lambda m, _: duration(m.get("duration_seconds"))),
+    ("result", _result),
+]
+
+
+class Table:
+    def __init__(self, runs: list[Run]):
+        self.multi = len(runs) > 1
+        self.columns: list[str] = []
+        cells: list[list[str]] = []
+        for run in runs:
+            config = run.results.get("config", {})
+            for m in run.modes:
+                self.columns.append(f"{run.label} · {m['mode']}" if self.multi else m["mode"])
+                cells.append([cell(m, config) for _, cell in ROWS])
+        self.rows = [(name, [col[i] for col in cells]) for i, (name, _) in enumerate(ROWS)]
+
+    def text(self) -> str:
+        width = max(len(name) for name, _ in self.rows)
+        col_w = [max(len(c), *(len(v[i]) for _, v in self.rows)) for i, c in enumerate(self.columns)]
+        lines = [" " * width + "  " + "  ".join(c.rjust(w) for c, w in zip(self.columns, col_w))]
+        lines += [name.ljust(width) + "  " + "  ".join(v.rjust(w) for v, w in zip(values, col_w))
+                  for name, values in self.rows]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+        lines = ["| | " + " | ".join(esc(c) for c in self.columns) + " |",
+                 "| --- |" + " ---: |" * len(self.columns)]
+        lines += [f"| {name} | " + " | ".join(esc(v) for v in values) + " |"
+                  for name, values in self.rows]
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        e = html.escape
+        head = "".join(f"<th>{e(c)}</th>" for c in self.columns)
+        body = "".join(f"<tr><th>{e(name)}</th>" + "".join(f"<td>{e(v)}</td>" for v in values)
+                       + "</tr>" for name, values in self.rows)
+        return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
