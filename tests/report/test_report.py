@@ -155,7 +155,7 @@ def test_progress_rewrites_one_line_on_a_terminal():
     assert term.getvalue() == "\r\x1b[2K1/4 pages\r\x1b[2K2/4 pages\ndone\n"
 
 
-def test_progress_in_a_log_is_sparse_and_quiet_is_silent(monkeypatch):
+def test_progress_in_a_log_is_sparse_and_quiet_is_silent():
     log = io.StringIO()
     p = Progress(stream=log)
     p.update("first")
