@@ -10,7 +10,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from migrator.client import PageStream, SourceRefused, StreamError, SourceUnreachable, Unauthorized, fetch_manifest, fetch_pages
+from helpers.daemons import stop_daemon
+from migrator.client import (
+    PageStream, SourceRefused, SourceUnreachable, StreamError, Unauthorized, fetch_manifest,
+    fetch_pages,
+)
 from migrator.client.http import get
 from migrator.protocol import PAGE_SIZE
 from migrator.protocol.digest import digests
@@ -59,8 +63,8 @@ def test_manifest_is_the_image_generated_from_the_seed(source, expected):
     assert [r.name for r in m.regions] == ["ram-below-4g"] and m.size == 64 * MiB
 
 
-@pytest.mark.parametrize("offset, length", [(0, PAGE_SIZE), (5 * MiB + 3 * PAGE_SIZE, 7 * PAGE_SIZE),
-                                            (0, 64 * MiB), (63 * MiB, MiB)])
+@pytest.mark.parametrize("offset, length", [
+    (0, PAGE_SIZE), (5 * MiB + 3 * PAGE_SIZE, 7 * PAGE_SIZE), (0, 64 * MiB), (63 * MiB, MiB)])
 def test_pages_match_the_manifest_digests(source, expected, offset, length):
     data = fetch_pages(source.url, source.token, offset, length)
     assert len(data) == length
@@ -115,7 +119,6 @@ def test_status_reports_image_and_traffic(source):
 def test_unreachable_source_is_a_connection_error_naming_the_url(start):
     s = start("2MiB")
     url = s.url
-    from helpers.daemons import stop_daemon
     stop_daemon(s.proc)
     with pytest.raises(SourceUnreachable, match=f"cannot connect to {url}/v1/manifest"):
         fetch_manifest(url, None, timeout=5)
@@ -160,5 +163,6 @@ def test_a_client_leaving_mid_download_does_not_disturb_the_source(source, expec
     stream.send(1, 0, 64 * MiB)
     stream.recv_header()
     stream.close()
-    assert digests(fetch_pages(source.url, source.token, 0, MiB)) == expected.digests[:MiB // PAGE_SIZE]
+    data = fetch_pages(source.url, source.token, 0, MiB)
+    assert digests(data) == expected.digests[:MiB // PAGE_SIZE]
     assert "Traceback" not in source.log and "ERROR" not in source.log

@@ -27,6 +27,14 @@ def test_same_seed_gives_the_same_bytes_and_digests(image):
         assert again.view == image.view
 
 
+def test_content_is_a_function_of_seed_and_position_only(image):
+    # Every page is made from the seed and its own position, never from how the image was cut
+    # up or how big it is: a smaller image of the same seed is an exact prefix.
+    with GuestImage.generate(30 * MiB, 42) as small:
+        assert small.view == image.view[:30 * MiB]
+        assert small.digests == image.digests[:small.pages]
+
+
 def test_different_seed_gives_different_pages(image):
     with GuestImage.generate(256 * MiB, 43) as other:
         assert other.image_id != image.image_id

@@ -13,7 +13,7 @@ import pytest
 
 from helpers.daemons import daemon_log
 from migrator.client import (
-    PageStream, SourceRefused, StreamError, Unauthorized, fetch_manifest,
+    PageStream, StreamError, Unauthorized, fetch_manifest,
 )
 from migrator.protocol import PAGE_SIZE, frames
 from migrator.protocol.digest import digests, page_digest
@@ -227,7 +227,7 @@ def test_urgent_pages_are_served_during_a_1gib_background_reply(start):
         urgent_done.set()
         thread.join(60)
     assert not failure, failure
-    assert in_flight_at_end, "the urgent fetches were not answered before the background reply ended"
+    assert in_flight_at_end, "urgent fetches were not answered before the background reply ended"
     assert digests(target) == manifest.digests
     # Flow control: the source sent the reply from the image, not from a 1 GiB copy of it.
     assert _rss_peak(src.proc.pid) - peak_before < 128 * MiB

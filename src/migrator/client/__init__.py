@@ -6,7 +6,8 @@
 """
 
 from .errors import (
-    SourceConnectionError, SourceRefused, SourceUnreachable, StreamBroken, StreamError, Unauthorized,
+    SourceConnectionError, SourceRefused, SourceUnreachable, StreamBroken, StreamError,
+    Unauthorized,
 )
 from .http import fetch_manifest, fetch_pages
 from .stream import PageStream

@@ -6,6 +6,7 @@ from .image import GuestImage
 from .stats import Stats
 
 IMAGE_KEY = web.AppKey("image", GuestImage)
+MANIFEST_KEY = web.AppKey("manifest", bytes)  # the image's manifest, encoded once
 STATS_KEY = web.AppKey("stats", Stats)
 TOKEN_KEY = web.AppKey("token", str)  # absent: no auth
 STREAMS_KEY = web.AppKey("streams", set)  # the open PageStreamProtocols, closed at shutdown

@@ -61,7 +61,7 @@ class GuestImage:
 
     @classmethod
     def generate(cls, size: int, seed: int) -> GuestImage:
-        """A synthetic image (see synthetic.py): the same (size, seed) always gives the same bytes."""
+        """A synthetic image (see synthetic.py): one (size, seed) always gives the same bytes."""
         check_size(size)
         mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         with memoryview(mem) as buf:

@@ -22,7 +22,7 @@ from migrator.auth import bearer_matches
 from migrator.protocol import PAGE_SIZE, PREFIX, frames
 from migrator.protocol.frames import PageRequest
 
-from .appkeys import IMAGE_KEY, STATS_KEY, STREAMS_KEY, TOKEN_KEY
+from .appkeys import IMAGE_KEY, MANIFEST_KEY, STATS_KEY, STREAMS_KEY, TOKEN_KEY
 from .image import GuestImage
 from .stats import Stats
 from .streams import handle_stream
@@ -31,6 +31,10 @@ log = logging.getLogger("migrator.source")
 
 PAGES_SLICE = 1 << 20  # /v1/pages writes the image in slices of at most this many bytes
 MSGPACK = "application/msgpack"
+_PAGES_LATENCY = metrics.SOURCE_REQUEST_LATENCY.labels("pages")
+_ENDPOINTS = {f"{PREFIX}/manifest": "manifest", f"{PREFIX}/pages": "pages",
+              f"{PREFIX}/stream/urgent": "urgent", f"{PREFIX}/stream/background": "background",
+              f"{PREFIX}/status": "status", "/metrics": "metrics"}  # metric labels, by path
 
 
 @web.middleware
@@ -51,7 +55,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _manifest(request: web.Request) -> web.Response:
-    body = request.app[_MANIFEST_BYTES]
+    body = request.app[MANIFEST_KEY]
     request.app[STATS_KEY].endpoints["manifest"].add(0)
     return web.Response(body=body, content_type=MSGPACK)
 
@@ -132,13 +136,6 @@ async def _close_streams(app: web.Application) -> None:
         stream.close()
 
 
-_MANIFEST_BYTES = web.AppKey("manifest_bytes", bytes)
-_PAGES_LATENCY = metrics.SOURCE_REQUEST_LATENCY.labels("pages")
-_ENDPOINTS = {f"{PREFIX}/manifest": "manifest", f"{PREFIX}/pages": "pages",
-              f"{PREFIX}/stream/urgent": "urgent", f"{PREFIX}/stream/background": "background",
-              f"{PREFIX}/status": "status", "/metrics": "metrics"}
-
-
 def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     """The source's aiohttp application serving image; token None means no auth."""
     app = web.Application(middlewares=[_require_token], client_max_size=64 << 10)
@@ -147,7 +144,7 @@ def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     app[STREAMS_KEY] = set()
     if token is not None:
         app[TOKEN_KEY] = token
-    app[_MANIFEST_BYTES] = image.manifest.encode()
+    app[MANIFEST_KEY] = image.manifest.encode()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get(f"{PREFIX}/manifest", _manifest)
     app.router.add_get(f"{PREFIX}/pages", _pages)

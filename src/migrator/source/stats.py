@@ -90,7 +90,8 @@ class Stats:
         for name, c in self.endpoints.items():
             ok = c.requests - c.bad_request - c.out_of_range
             for key, total in (((name, "ok"), ok), ((name, "bad_request"), c.bad_request),
-                               ((name, "out_of_range"), c.out_of_range), ((name, "bytes"), c.bytes)):
+                               ((name, "out_of_range"), c.out_of_range),
+                               ((name, "bytes"), c.bytes)):
                 delta = total - self._synced.get(key, 0)
                 if delta:
                     self._synced[key] = total

@@ -65,7 +65,7 @@ class PageStreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)  # type: ignore[attr-defined]
+        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)  # type: ignore
 
     def data_received(self, data: bytes) -> None:
         self._queue.extend(self._decoder.feed(data))
@@ -203,8 +203,8 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
     image, stats, registry = (request.app[k] for k in (IMAGE_KEY, STATS_KEY, STREAMS_KEY))
     record = stats.session(session)
     done: asyncio.Future = asyncio.get_running_loop().create_future()
-    stream = PageStreamProtocol(kind, session, image.view, [stats.endpoints[kind], getattr(record, kind)],
-                                request.protocol, done)
+    counters = [stats.endpoints[kind], getattr(record, kind)]
+    stream = PageStreamProtocol(kind, session, image.view, counters, request.protocol, done)
     transport.set_protocol(stream)
     stream.connection_made(transport)
     response = web.StreamResponse(status=101, headers={hdrs.CONNECTION: "Upgrade",
