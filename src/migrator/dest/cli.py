@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--background-delay", type=float, default=0.0, metavar="SECONDS",
                    help="start the background pull this long after a guest connects "
                         "(benchmarks use it to measure faults alone)")
+    p.add_argument("--resume-deadline", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a broken link to the source may take to come back before "
+                        "the migration fails (vCPUs wait meanwhile)")
     p.set_defaults(func=run)
 
 
@@ -40,6 +43,7 @@ def run(args) -> int:
         raise SystemExit("--hugepage-size must be 2M or 1G")
     source = SourceLink(args.source.rstrip("/"), load_token(args.token_file))
     daemon = DestDaemon(source, args.mode, args.hugepage_size, args.guest_socket,
-                        background_delay=args.background_delay)
+                        background_delay=args.background_delay,
+                        resume_deadline=args.resume_deadline)
     serve(daemon, *args.listen)
     return 0

@@ -34,9 +34,10 @@ PUBLIC_PATHS = ("/healthz", "/", "/dashboard")
 
 class DestDaemon:
     def __init__(self, source: SourceLink, mode: str, hugepage_size: int, guest_socket: str,
-                 manifest_deadline: float = 60.0, background_delay: float = 0.0):
+                 manifest_deadline: float = 60.0, background_delay: float = 0.0,
+                 resume_deadline: float = 60.0):
         self.source, self.guest_socket_path = source, guest_socket
-        self.background_delay = background_delay
+        self.background_delay, self.resume_deadline = background_delay, resume_deadline
         self.hgm = detect_hgm(hugepage_size)
         self.backing: Backing = choose(mode, hugepage_size, self.hgm)
         self.manifest = self._fetch_manifest(manifest_deadline)

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from cffi_uffd import Mapping, Userfaultfd
 
@@ -19,11 +19,12 @@ from .backing import Backing
 from .installer import Installer
 from .pages import PageTable
 from .puller import BackgroundPuller
+from .reconnect import Recovery, SourceStream
 from .resolver import FaultResolver
 
 log = logging.getLogger("migrator.dest")
 
-PHASES = ("starting", "running", "complete", "failed", "guest-lost")
+PHASES = ("starting", "running", "paused", "complete", "failed", "guest-lost")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class SourceLink:
 
 class Migration:
     def __init__(self, session: str, manifest: Manifest, backing: Backing, source: SourceLink,
-                 uffd_fd: int, memfd: int, guest_base: int, background_delay: float = 0.0):
+                 uffd_fd: int, memfd: int, guest_base: int, background_delay: float = 0.0,
+                 resume_deadline: float = 60.0):
         self.session, self.manifest, self.backing = session, manifest, backing
         self.phase = "starting"
         self.error: str | None = None
@@ -53,7 +55,14 @@ class Migration:
         self.table = PageTable(manifest.size // backing.granularity)
         self.installer = Installer(manifest, backing.granularity, self.alias, self.uffd,
                                    guest_base, self.table)
-        self._streams = [source.open("urgent", session), source.open("background", session)]
+        self._phase_lock = threading.Lock()
+        self._paused_streams: set[str] = set()
+        self.recoveries: list[Recovery] = []
+        self._streams = [
+            SourceStream(source, name, session, manifest.image_id, resume_deadline,
+                         backing.mode, self._pause, self._resume, self._stop)
+            for name in ("urgent", "background")
+        ]
         self.resolver = FaultResolver(self.uffd, self.installer, self.table, self._streams[0],
                                       guest_base, manifest.size, self._stop, backing.mode,
                                       backing.backing)
@@ -64,12 +73,25 @@ class Migration:
             threading.Thread(target=self._guard, args=(self._pull,), name=f"pull-{session}", daemon=True),
         ]
 
+    def _pause(self, stream: str) -> None:
+        with self._phase_lock:
+            self._paused_streams.add(stream)
+            if self.phase == "running":
+                self._set_phase("paused")
+
+    def _resume(self, recovery: Recovery) -> None:
+        with self._phase_lock:
+            self.recoveries.append(recovery)
+            self._paused_streams.discard(recovery.stream)
+            if self.phase == "paused" and not self._paused_streams:
+                self._set_phase("running")
+
     def _set_phase(self, phase: str) -> None:
         mode = self.backing.mode
         metrics.MIGRATIONS.labels(mode, self.phase).dec()
         metrics.MIGRATIONS.labels(mode, phase).inc()
         self.phase = phase
-        if phase != "running":
+        if phase not in ("running", "paused"):
             remaining = self.manifest.pages - self.resolver.counters.pages - self.puller.counters.pages
             metrics.PAGES_REMAINING.labels(mode).dec(remaining)
 
@@ -108,7 +130,7 @@ class Migration:
         self.done.set()
 
     def fail(self, reason: str, phase: str = "failed") -> None:
-        if self.phase not in ("starting", "running"):
+        if self.phase not in ("starting", "running", "paused"):
             return
         self.error = reason
         self._set_phase(phase)
@@ -161,5 +183,6 @@ class Migration:
             "eexist": r.eexist + p.eexist,
             "eagain": r.eagain + p.eagain,
             "duration_seconds": end - self.started,
+            "recoveries": [asdict(r) for r in self.recoveries],
             "guest": self.guest_report,
         }

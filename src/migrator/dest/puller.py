@@ -11,7 +11,8 @@ import time
 
 from ..client.stream import PageStream
 from .installer import Installer, StreamCounters
-from .pages import PRESENT, PageTable
+from .pages import PageTable
+from .reconnect import TRANSIENT, SourceStream
 from .resolver import FaultResolver
 
 CHUNK_BYTES = 4 << 20
@@ -19,9 +20,9 @@ _YIELD_S = 0.002
 
 
 class BackgroundPuller:
-    def __init__(self, installer: Installer, table: PageTable, stream: PageStream,
+    def __init__(self, installer: Installer, table: PageTable, source: SourceStream,
                  resolver: FaultResolver, stop: threading.Event, delay: float = 0.0):
-        self.installer, self.table, self.stream = installer, table, stream
+        self.installer, self.table, self.source = installer, table, source
         self.resolver, self.stop, self.delay = resolver, stop, delay
         self.counters = StreamCounters(resolver.counters.mode, "background", resolver.counters.backing)
         self.started: float | None = None
@@ -45,30 +46,48 @@ class BackgroundPuller:
         return self.counters.bytes / elapsed if elapsed > 0 else 0.0
 
     def _pull(self) -> None:
-        # One chunk stays requested ahead of the one being received, so the source is never
-        # idle while this thread verifies and installs.
-        pending: tuple[int, int, list] | None = None
-        try:
-            while not self.stop.is_set():
-                self.resolver.urgent_idle.wait(_YIELD_S)
-                ahead = self._request_next()
-                if pending is not None:
-                    self.installer.finish(self.stream, *pending, self.counters)
-                    self.resolver.installed_by_puller(pending[0], pending[1])
-                pending = ahead
-                if pending is None:
-                    return
-        except BaseException:
-            for claimed in (pending, locals().get("ahead")):
-                if claimed is not None and self.table.state[claimed[0]] != PRESENT:
-                    self.table.release(claimed[0], claimed[1])
-            raise
+        while not self.stop.is_set():
+            claims: list[tuple[int, int, list]] = []
+            try:
+                self._pull_over(self.source.stream, claims)
+                return
+            except TRANSIENT as e:
+                self._release(claims)
+                self.source.reconnect(e)
+            except BaseException:
+                self._release(claims)
+                raise
 
-    def _request_next(self) -> tuple[int, int, list] | None:
+    def _pull_over(self, stream: PageStream, claims: list) -> None:
+        # One chunk stays requested ahead of the one being received, so the source is never
+        # idle while this thread verifies and installs. `claims` holds what is claimed and
+        # not yet installed, for release if the link breaks.
+        while not self.stop.is_set():
+            self.resolver.urgent_idle.wait(_YIELD_S)
+            ahead = self._request_next(stream)
+            if ahead is not None:
+                claims.append(ahead)
+            if len(claims) > 1 or (claims and ahead is None):
+                first, end, runs = claims[0]
+                self.installer.finish(stream, first, end, runs, self.counters)
+                claims.pop(0)
+                self.resolver.installed(first, end)
+            if not claims:
+                return
+
+    def _release(self, claims: list) -> None:
+        for first, end, _ in claims:
+            self.table.release(first, end)
+
+    def _request_next(self, stream: PageStream) -> tuple[int, int, list] | None:
         claimed = self.table.claim_run(self.granules_per_chunk)
         if claimed is None:
             return None
         first, end = claimed
         runs = self.installer.data_runs(*self.installer.byte_range(first, end))
-        self.installer.request(self.stream, runs)
+        try:
+            self.installer.request(stream, runs)
+        except BaseException:
+            self.table.release(first, end)  # not in the caller's claims yet
+            raise
         return first, end, runs

@@ -13,19 +13,19 @@ import time
 from cffi_uffd import PageExists, PageFault, Remove, Unmap, Userfaultfd
 
 from .. import metrics
-from ..client.stream import PageStream
 from ..protocol import PAGE_SIZE
 from .installer import Installer, StreamCounters
 from .pages import ABSENT, CLAIMED, PRESENT, PageTable
+from .reconnect import TRANSIENT, SourceStream
 
 _POLL_S = 0.05
 
 
 class FaultResolver:
     def __init__(self, uffd: Userfaultfd, installer: Installer, table: PageTable,
-                 stream: PageStream, guest_base: int, size: int, stop: threading.Event,
+                 source: SourceStream, guest_base: int, size: int, stop: threading.Event,
                  mode: str, backing: str):
-        self.uffd, self.installer, self.table, self.stream = uffd, installer, table, stream
+        self.uffd, self.installer, self.table, self.source = uffd, installer, table, source
         self.guest_base, self.size, self.stop = guest_base, size, stop
         self.counters = StreamCounters(mode, "urgent", backing)
         self.vcpu_tids: set[int] = set()  # the guest's vCPU threads, as it told us
@@ -75,7 +75,7 @@ class FaultResolver:
                 with self.waiting_lock:
                     self.waiting.setdefault(granule, []).extend([read_at] * count)
                 if self.table.state[granule] == PRESENT:  # the puller finished meanwhile
-                    self.installed_by_puller(granule, granule + 1)
+                    self.installed(granule, granule + 1)
             elif state == PRESENT:
                 # Installed after this fault was queued, or zapped since (MADV_DONTNEED):
                 # map it again; EEXIST just means the vCPU was already woken.
@@ -89,22 +89,36 @@ class FaultResolver:
             return
         self.urgent_idle.clear()
         self._in_flight.inc(len(mine))
-        mine_left = len(mine)
         try:
-            runs = {g: self.installer.data_runs(*self.installer.byte_range(g, g + 1)) for g in mine}
-            for g in mine:
-                self.installer.request(self.stream, runs[g])
-            for g in mine:
-                self.installer.finish(self.stream, g, g + 1, runs[g], self.counters)
-                self._in_flight.dec()
-                mine_left -= 1
-                self.counters.resolved(time.perf_counter() - read_at, wanted[g])
+            self._fetch(mine, wanted, read_at)
         finally:
-            self._in_flight.dec(mine_left)
             self.urgent_idle.set()
 
-    def installed_by_puller(self, first: int, end: int) -> None:
-        """The puller installed [first, end): faults that waited on it are resolved now."""
+    def _fetch(self, mine: list[int], wanted: dict[int, int], read_at: float) -> None:
+        """Pipeline the requests, then receive, verify and install granule by granule. If the
+        link breaks, reconnect and request again whatever is not installed yet."""
+        runs = {g: self.installer.data_runs(*self.installer.byte_range(g, g + 1)) for g in mine}
+        left = list(mine)
+        while left:
+            try:
+                stream = self.source.stream
+                for g in left:
+                    self.installer.request(stream, runs[g])
+                while left:
+                    g = left[0]
+                    self.installer.finish(stream, g, g + 1, runs[g], self.counters)
+                    left.pop(0)
+                    self._in_flight.dec()
+                    self.counters.resolved(time.perf_counter() - read_at, wanted[g])
+                    self.installed(g, g + 1)
+            except TRANSIENT as e:
+                self.source.reconnect(e)
+            except BaseException:
+                self._in_flight.dec(len(left))
+                raise
+
+    def installed(self, first: int, end: int) -> None:
+        """[first, end) is installed: faults that waited on it (on the puller) are resolved now."""
         now = time.perf_counter()
         with self.waiting_lock:
             for g in range(first, end):

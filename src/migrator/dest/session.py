@@ -38,7 +38,7 @@ class GuestSession:
             log.warning("guest %s refused: %s", self.id, e)
             self._try_send({"type": "error", "message": str(e)})
         except (ConnectionError, OSError) as e:
-            if self.migration and self.migration.phase == "running":
+            if self.migration and self.migration.phase in ("running", "paused"):
                 self.migration.fail(f"guest disconnected mid-migration: {e}", phase="guest-lost")
                 log.warning("guest %s exited mid-migration (%s)", self.id, e)
         finally:
@@ -76,7 +76,8 @@ class GuestSession:
                 raise ProtocolError(f"memfd is {os.fstat(fds[1]).st_size} bytes, the layout "
                                     f"needs {manifest.size}")
             self.migration = Migration(self.id, manifest, self.daemon.backing, self.daemon.source,
-                                       fds[0], fds[1], base, self.daemon.background_delay)
+                                       fds[0], fds[1], base, self.daemon.background_delay,
+                                       self.daemon.resume_deadline)
         except BaseException:
             for fd in fds:
                 os.close(fd)

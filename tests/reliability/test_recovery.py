@@ -1,0 +1,144 @@
+"""Fault injection on real daemons: links cut mid-reply, a source killed -9 and restarted,
+slow replies. Every run must end with 0 lost and 0 mismatched pages."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import pytest
+
+from cffi_uffd import SIZE_2M
+from helpers.chaos_proxy import ChaosProxy
+from helpers.daemons import start_source, stop_daemon
+from migrator.client.http import fetch_manifest
+
+from e2e.conftest import TOKEN, Dest, run_guest
+
+SEED = 23
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def own_source():
+    """A source of our own (these tests kill it), behind a chaos proxy."""
+    procs = []
+
+    def start(listen_port: int | None = None):
+        extra = ["--listen", f"127.0.0.1:{listen_port}"] if listen_port else []
+        proc, url = start_source("64MiB", seed=SEED, token=TOKEN, extra_args=extra)
+        procs.append(proc)
+        return proc, url
+
+    proc, url = start()
+    proxy = ChaosProxy(_port(url), seed=1)
+    yield proxy, start, proc
+    proxy.close()
+    for p in procs:
+        stop_daemon(p)
+
+
+def _assert_nothing_lost(report: dict, pages: int) -> dict:
+    m = report["migration"]
+    assert m["phase"] == "complete", m.get("error")
+    assert m["verified_pages"] == pages and m["mismatched_pages"] == 0
+    assert m["pages_urgent"] + m["pages_background"] == pages  # none lost, none twice
+    assert report["verify"]["mismatched_pages"] == 0 and report["verify"]["writes_lost"] == 0
+    return m
+
+
+@pytest.mark.parametrize("mode", ["hgm", "hugepage"])
+def test_links_cut_at_random_points_lose_nothing(own_source, pool_2m, mode):
+    proxy, _, _ = own_source
+    pages = fetch_manifest(proxy.url, TOKEN).pages
+    proxy.cut_after = (256 << 10, 6 << 20)  # each connection dies after 256 KiB..6 MiB
+    dest = Dest(proxy.url, mode, SIZE_2M, "--resume-deadline", "30")
+    try:
+        report = run_guest(dest, "--vcpus", "4", "--pattern", "uniform", "--accesses", "1500",
+                           "--write-ratio", "0.3")
+        m = _assert_nothing_lost(report, pages)
+        times = [r["seconds"] for r in m["recoveries"]]
+        print(f"{mode}: {proxy.injected} links cut, {len(times)} recoveries, "
+              f"max {max(times) * 1e3:.1f} ms, total {sum(times) * 1e3:.1f} ms")
+        assert proxy.injected >= 10 and len(times) >= 10
+    finally:
+        dest.stop()
+
+
+def test_source_killed_and_restarted_from_the_same_image(own_source):
+    proxy, start, proc = own_source
+    pages = fetch_manifest(proxy.url, TOKEN).pages
+    proxy.delay_s = 0.002  # slow enough that the migration is mid-way when the source dies
+    dest = Dest(proxy.url, "hgm", SIZE_2M, "--resume-deadline", "60")
+    try:
+        import subprocess, sys, json  # noqa: E401
+        guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
+                                  dest.socket, "--vcpus", "2", "--accesses", "2000", "--json"],
+                                 stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not dest.status()["migrations"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        session = dest.status()["migrations"][0]["session"]
+        time.sleep(0.3)
+        proc.kill()  # kill -9
+        proc.wait()
+        proxy.break_all()
+        m = dest.wait_phase(session, ("paused",), timeout=10)
+        assert m["phase"] == "paused"
+        metrics = urllib.request.urlopen(urllib.request.Request(
+            dest.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).read().decode()
+        assert re.search(r'migrator_migrations\{mode="hgm",phase="paused"\} 1\.0', metrics)
+        time.sleep(1.0)
+        _, url = start()
+        proxy.upstream_port = _port(url)
+        proxy.delay_s = 0
+        out, _ = guest.communicate(timeout=120)
+        m = _assert_nothing_lost(json.loads(out), pages)
+        assert m["recoveries"], "the migration never paused"
+        print(f"source restart: recovered in {max(r['seconds'] for r in m['recoveries']):.2f}s")
+    finally:
+        dest.stop()
+
+
+def test_migration_fails_clearly_when_the_source_never_returns(own_source):
+    proxy, _, proc = own_source
+    dest = Dest(proxy.url, "hgm", SIZE_2M, "--resume-deadline", "2", "--background-delay", "1")
+    try:
+        import subprocess, sys, json  # noqa: E401
+        guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
+                                  dest.socket, "--vcpus", "1", "--accesses", "50", "--json"],
+                                 stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not dest.status()["migrations"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        proxy.break_all()
+        proxy.refusing = True
+        out, _ = guest.communicate(timeout=60)
+        report = json.loads(out)
+        assert report["migration"]["phase"] == "failed"
+        assert "did not come back within 2s" in report["migration"]["error"]
+        assert dest.alive()
+    finally:
+        dest.stop()
+
+
+def test_slow_and_truncated_replies(own_source):
+    proxy, _, _ = own_source
+    pages = fetch_manifest(proxy.url, TOKEN).pages
+    proxy.delay_s = 0.0005
+    proxy.cut_after = (1 << 20, 8 << 20)
+    dest = Dest(proxy.url, "hgm", SIZE_2M)
+    try:
+        report = run_guest(dest, "--vcpus", "2", "--pattern", "zipf", "--accesses", "1000")
+        m = _assert_nothing_lost(report, pages)
+        assert proxy.injected >= 3 and m["recoveries"]
+    finally:
+        dest.stop()
