@@ -157,6 +157,7 @@ class Dashboard:
             "session": m.session, "mode": m.backing.mode, "backing": m.backing.backing,
             "backing_label": m.backing.label, "phase": m.phase,
             "fault_latency_seconds": list(m.resolver.counters.latencies),
+            "vcpu_stall_seconds": list(m.stall_samples),
         })
 
 

@@ -47,6 +47,7 @@ class Migration:
         self.started = time.monotonic()
         self.finished: float | None = None
         self.guest_report: dict = {}
+        self.stall_samples: list[float] = []  # seconds, as the guest measured them
         self.done = threading.Event()
         self._stop = threading.Event()
         self._memfd = memfd

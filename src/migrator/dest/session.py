@@ -127,6 +127,7 @@ class GuestSession:
         stall = metrics.VCPU_STALL.labels(mode, backing)
         for t in samples:
             stall.observe(t / 1e9)
+        self.migration.stall_samples = [t / 1e9 for t in samples]
         for v in vcpus:
             metrics.VCPU_BLOCKTIME.labels(mode, str(v.get("vcpu"))).inc(float(v.get("total", 0)))
         self._on_report({k: v for k, v in msg.items() if k != "samples_ns"})

@@ -127,7 +127,7 @@ def _watch(plan: Plan, mode: str, guest: subprocess.Popen, dest_url: str, token:
 def _save_samples(plan: Plan, mode: str, dest_url: str, token: str, session: str) -> None:
     lat = _get(f"{dest_url}/v1/migrations/{session}/latencies", token)
     write_samples(plan.out, mode, lat["backing_label"], session,
-                  {"fault_latency_seconds": lat["fault_latency_seconds"]})
+                  {k: lat[k] for k in ("fault_latency_seconds", "vcpu_stall_seconds")})
 
 
 def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token: str,
