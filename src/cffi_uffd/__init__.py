@@ -10,7 +10,7 @@ from .events import Event, Fork, PageFault, Remap, Remove, Unmap
 from .flags import Feature, Ioctl, RegisterMode
 from .hgm import HgmDetection, detect as detect_hgm
 from .memory import PAGE_SIZE, SIZE_1G, SIZE_2M, Mapping, fallocate, madvise, memfd, populate
-from .touch import monotonic_ns, touch
+from .touch import SigbusHit, monotonic_ns, touch, touch_catching_sigbus
 from .userfaultfd import ApiResult, Userfaultfd, supported_features
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "Mapping", "MappingChanged", "PAGE_SIZE", "PageExists", "PageFault", "RegisterMode", "Remap",
     "Remove", "SIZE_1G", "SIZE_2M", "UffdError", "Unmap", "Userfaultfd", "detect_hgm", "events",
     "fallocate", "hugepages", "madvise", "memfd", "monotonic_ns", "populate", "supported_features", "touch",
+    "touch_catching_sigbus", "SigbusHit",
 ]

@@ -59,6 +59,17 @@ VERIFIED_PAGES = Counter("migrator_verified_pages", "Pages checked against the m
 MISMATCHED_PAGES = Counter("migrator_mismatched_pages", "Pages that still differed from the "
                            "manifest after refetching.", ("mode",), registry=REGISTRY)
 
+MEMORY_ERRORS = Counter(
+    "migrator_memory_errors", "Memory errors (poisoned 4 KiB pages): marked on the source, or "
+    "injected on this host during the run.", ("mode", "origin"), registry=REGISTRY)
+POISONED_BYTES = Gauge(
+    "migrator_poisoned_bytes", "Guest memory made inaccessible by poison markers: the whole "
+    "granule around each error (4 KiB with HGM, the huge page without).", ("mode",),
+    registry=REGISTRY)
+GUEST_SIGBUS = Counter(
+    "migrator_guest_sigbus", "Guest accesses that touched poisoned memory and got SIGBUS, as "
+    "the guest reported them.", ("mode",), registry=REGISTRY)
+
 # -- source ----------------------------------------------------------------------------------
 SOURCE_REQUEST_LATENCY = Histogram(
     "migrator_source_request_duration_seconds", "Time to serve one request, by endpoint or "

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from cffi_uffd import detect_hgm
 
 from .. import metrics
 from ..webauth import require_token
+from ..client.errors import SourceTLSError
 from ..client.http import fetch_manifest
 from ..protocol.manifest import Manifest
 from . import dashboard
@@ -54,6 +56,8 @@ class DestDaemon:
             try:
                 return fetch_manifest(self.source.url, self.source.token,
                                       ssl_context=self.source.ssl_context)
+            except SourceTLSError as e:  # retrying would not help
+                raise SystemExit(f"cannot fetch the manifest from {self.source.url}: {e}") from None
             except ConnectionError as e:
                 if time.monotonic() > end:
                     raise SystemExit(f"cannot fetch the manifest from {self.source.url}: {e}")
@@ -135,6 +139,28 @@ def build_app(daemon: DestDaemon) -> web.Application:
         body, content_type = metrics.exposition(request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
+    async def poison(request: web.Request) -> web.Response:
+        """POST /v1/migrations/{session}/poison {"page": N}: a memory error on this host."""
+        session = request.match_info["session"]
+        migration = next((m for m in list(daemon.migrations) if m.session == session), None)
+        if migration is None:
+            raise web.HTTPNotFound(text=f"no migration {session!r}; see /v1/status\n")
+        try:
+            body = await request.json()
+            page = body["page"]
+            if not isinstance(page, int) or isinstance(page, bool):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text='send a JSON object {"page": N}, N a 4 KiB page index\n')
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, migration.inject_poison, page)
+        except BlockingIOError as e:
+            raise web.HTTPConflict(text=f"{e}\n")
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=f"{e}\n")
+        return web.json_response(result)
+
     # The dashboard page itself holds no data (it asks /v1/... with the token), so it is public
     # like /healthz.
     app = web.Application(middlewares=[require_token(daemon.source.token, PUBLIC_PATHS)],
@@ -142,18 +168,23 @@ def build_app(daemon: DestDaemon) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/migrations/{session}/poison", poison)
     dashboard.add_routes(app, daemon)
     return app
 
 
-def serve(daemon: DestDaemon, host: str, port: int) -> None:
+def serve(daemon: DestDaemon, host: str, port: int,
+          ssl_context: ssl.SSLContext | None = None) -> None:
+    """Serve HTTP (HTTPS with ssl_context) until a signal; guests connect to the UNIX socket."""
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     daemon.listen_guests()
     b = daemon.backing
-    log.info("destination on http://%s:%d, guests on %s, mode %s (%s), granularity %d, hgm "
-             "detection: %s, source %s", host, port, daemon.guest_socket_path, b.mode, b.label,
-             b.granularity, daemon.hgm.detail, daemon.source.url)
+    log.info("destination on %s://%s:%d, guests on %s, mode %s (%s), granularity %d, hgm "
+             "detection: %s, source %s", "https" if ssl_context else "http", host, port,
+             daemon.guest_socket_path, b.mode, b.label, b.granularity, daemon.hgm.detail,
+             daemon.source.url)
     try:
-        web.run_app(build_app(daemon), host=host, port=port, print=None, handle_signals=True)
+        web.run_app(build_app(daemon), host=host, port=port, print=None, handle_signals=True,
+                    ssl_context=ssl_context)
     finally:
         daemon.close()

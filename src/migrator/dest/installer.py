@@ -16,7 +16,7 @@ from ..client.stream import PageStream
 from ..protocol import PAGE_SIZE
 from ..protocol.digest import mismatches
 from ..protocol.frames import MAX_REQUEST_LENGTH
-from ..protocol.manifest import DATA, Manifest
+from ..protocol.manifest import DATA, POISON, Manifest
 from .pages import PageTable
 
 MAX_VERIFY_ATTEMPTS = 3
@@ -41,6 +41,7 @@ class StreamCounters:
     refetches: int = 0
     eexist: int = 0
     eagain: int = 0
+    poisoned_pages: int = 0  # 4 KiB pages made inaccessible by poison markers
     latencies: list[float] = field(default_factory=list)  # seconds, one per resolved fault
 
     def __post_init__(self) -> None:
@@ -80,6 +81,11 @@ class Installer:
         self.alias, self.uffd, self.guest_base, self.table = alias, uffd, guest_base, table
         self.pages_per_granule = granularity // PAGE_SIZE
         self.mismatched_pages: set[int] = set()
+        # Granules that hold a memory error: a poisoned 4 KiB page poisons its whole granule,
+        # which is the point of the comparison (4 KiB with HGM, the huge page without).
+        ppg = self.pages_per_granule
+        self.poisoned: set[int] = {p // ppg for p, k in enumerate(manifest.kinds) if k == POISON}
+        self.poisoned_on_source = set(self.poisoned)
 
     # -- which bytes travel ------------------------------------------------------------------
     def data_runs(self, start: int, end: int) -> list[tuple[int, int]]:
@@ -87,16 +93,18 @@ class Installer:
 
         Zero pages need no transfer: the guest's fresh memfd is already zero.
         """
-        kinds = self.manifest.kinds
+        kinds, ppg, poisoned = self.manifest.kinds, self.pages_per_granule, self.poisoned
+        wanted = (lambda p: kinds[p] == DATA and p // ppg not in poisoned) if poisoned else (
+            lambda p: kinds[p] == DATA)
         runs: list[tuple[int, int]] = []
         page, last = start // PAGE_SIZE, end // PAGE_SIZE
         while page < last:
-            if kinds[page] != DATA:
+            if not wanted(page):
                 page += 1
                 continue
             first = page
             limit = min(last, first + MAX_REQUEST_LENGTH // PAGE_SIZE)
-            while page < limit and kinds[page] == DATA:
+            while page < limit and wanted(page):
                 page += 1
             runs.append((first * PAGE_SIZE, (page - first) * PAGE_SIZE))
         return runs
@@ -132,6 +140,10 @@ class Installer:
             bad += mismatches(view[checked:offset], digests, checked // PAGE_SIZE)
             checked = offset + length
         bad += mismatches(view[checked:end], digests, checked // PAGE_SIZE)
+        poisoned = self._poisoned_in(start, end)
+        if poisoned:  # never fetched: nothing to verify there
+            ppg = self.pages_per_granule
+            bad = [p for p in bad if p // ppg not in poisoned]
         for _ in range(MAX_VERIFY_ATTEMPTS - 1):
             if not bad:
                 break
@@ -152,10 +164,39 @@ class Installer:
             raise MigrationFailed(
                 f"{len(bad)} page(s) still differ from the manifest digests after "
                 f"{MAX_VERIFY_ATTEMPTS} fetches (first: page {bad[0]}); refusing to install them")
-        counters.verified((end - start) // PAGE_SIZE)
+        counters.verified((end - start) // PAGE_SIZE - len(poisoned) * self.pages_per_granule)
+
+    def _poisoned_in(self, start: int, end: int) -> list[int]:
+        if not self.poisoned:
+            return []
+        return [g for g in range(start // self.granularity, end // self.granularity)
+                if g in self.poisoned]
+
+    def poison(self, granule: int, counters: StreamCounters) -> None:
+        """Install a poison marker over the granule: the guest gets SIGBUS there."""
+        start, end = self.byte_range(granule, granule + 1)
+        try:
+            self.uffd.poison(self.guest_base + start, end - start)
+        except PageExists:
+            counters.race("eexist")  # marked already (a fault on it got there first)
+        counters.poisoned_pages += self.pages_per_granule
 
     def install(self, start: int, end: int, counters: StreamCounters) -> None:
-        """CONTINUE image bytes [start, end) into the guest; EEXIST means already mapped."""
+        """CONTINUE image bytes [start, end) into the guest, poison markers where poisoned."""
+        poisoned = self._poisoned_in(start, end)
+        if not poisoned:
+            self._continue(start, end, counters)
+            return
+        for g in poisoned:
+            self.poison(g, counters)
+        edges = [start // self.granularity, *[x for g in poisoned for x in (g, g + 1)],
+                 end // self.granularity]
+        for first, last in zip(edges[::2], edges[1::2]):
+            if first < last:
+                self._continue(first * self.granularity, last * self.granularity, counters)
+
+    def _continue(self, start: int, end: int, counters: StreamCounters) -> None:
+        """CONTINUE [start, end); EEXIST means a page is already mapped."""
         address, length = self.guest_base + start, end - start
         while length:
             try:
@@ -185,3 +226,5 @@ class Installer:
         self.install(start, end, counters)
         counters.installed((end - start) // PAGE_SIZE)
         self.table.mark_present(first_granule, end_granule)
+        for g in self._poisoned_in(start, end):
+            self.table.mark_poisoned(g)

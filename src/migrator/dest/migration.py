@@ -8,16 +8,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from cffi_uffd import Mapping, Userfaultfd
+from cffi_uffd import Mapping, Userfaultfd, fallocate
 
 from .. import metrics
 from ..client.stream import PageStream
 from ..protocol import PAGE_SIZE
-from ..protocol.manifest import ZERO, Manifest
+from ..protocol.manifest import POISON, ZERO, Manifest
 from ..stats import summarize
 from .backing import Backing
 from .installer import Installer
-from .pages import PageTable
+from .pages import ABSENT, CLAIMED, POISONED, PRESENT, PageTable
 from .puller import BackgroundPuller
 from .reconnect import Recovery, SourceStream
 from .resolver import FaultResolver
@@ -48,6 +48,7 @@ class Migration:
         self.finished: float | None = None
         self.guest_report: dict = {}
         self.stall_samples: list[float] = []  # seconds, as the guest measured them
+        self.injected_poison: list[int] = []  # pages poisoned on this host during the run
         self.done = threading.Event()
         self._stop = threading.Event()
         self._memfd = memfd
@@ -99,6 +100,9 @@ class Migration:
     def start(self) -> None:
         metrics.MIGRATIONS.labels(self.backing.mode, self.phase).inc()
         metrics.PAGES_REMAINING.labels(self.backing.mode).inc(self.manifest.pages)
+        metrics.MEMORY_ERRORS.labels(self.backing.mode, "source").inc(self.manifest.count(POISON))
+        metrics.POISONED_BYTES.labels(self.backing.mode).inc(
+            len(self.installer.poisoned) * self.installer.granularity)
         self._set_phase("running")
         for t in self._threads:
             t.start()
@@ -119,8 +123,9 @@ class Migration:
         self._complete()
 
     def _complete(self) -> None:
-        if self.installer.mismatched_pages or self.verified_pages != self.manifest.pages:
-            self.fail(f"verified {self.verified_pages} of {self.manifest.pages} pages, "
+        expected = self.manifest.pages - self.unverified_poisoned_pages
+        if self.installer.mismatched_pages or self.verified_pages != expected:
+            self.fail(f"verified {self.verified_pages} of {expected} pages, "
                       f"{len(self.installer.mismatched_pages)} mismatched")
             return
         self.finished = time.monotonic()
@@ -139,6 +144,60 @@ class Migration:
         self.finished = time.monotonic()
         self._stop.set()
         self.done.set()
+
+    @property
+    def unverified_poisoned_pages(self) -> int:
+        """Pages never fetched because their granule was poisoned on the source."""
+        return len(self.installer.poisoned_on_source) * self.installer.pages_per_granule
+
+    def inject_poison(self, page: int) -> dict:
+        """A memory error on this host in a guest page: the page's whole granule becomes
+        inaccessible to the guest (4 KiB with HGM, the huge page without), as the kernel
+        would do. Returns what was poisoned."""
+        if not 0 <= page < self.manifest.pages:
+            raise ValueError(f"page {page} is outside the guest's {self.manifest.pages} pages")
+        if self.phase not in ("running", "paused", "complete"):
+            raise ValueError(f"the migration is {self.phase}; nothing to poison")
+        inst, table = self.installer, self.table
+        granule = page // inst.pages_per_granule
+        with table.lock:
+            state = table.state[granule]
+            if state == CLAIMED:
+                raise BlockingIOError(f"page {page} is being installed right now; retry")
+            table.state[granule] = CLAIMED if state == ABSENT else state
+        start, end = inst.byte_range(granule, granule + 1)
+        if state in (ABSENT, PRESENT):
+            inst.poisoned.add(granule)
+            # Mark first: a fault from now on poisons instead of re-installing.
+            table.mark_poisoned(granule)
+            if state == PRESENT:
+                # Take the page away from the guest (and free it), as memory_failure() would.
+                fallocate(self._memfd, start, end - start, punch_hole=True)
+            inst.poison(granule, self.resolver.counters)
+            self.injected_poison.append(page)
+            metrics.MEMORY_ERRORS.labels(self.backing.mode, "injected").inc()
+            metrics.POISONED_BYTES.labels(self.backing.mode).inc(end - start)
+        return {"page": page, "granule_offset": start, "bytes_inaccessible": end - start,
+                "was": {ABSENT: "absent", PRESENT: "installed", POISONED: "poisoned"}[state]}
+
+    def poison_report(self) -> dict:
+        inst = self.installer
+        granules = sorted(inst.poisoned)
+        ranges: list[list[int]] = []
+        for g in granules:
+            start = g * inst.granularity
+            if ranges and ranges[-1][0] + ranges[-1][1] == start:
+                ranges[-1][1] += inst.granularity
+            else:
+                ranges.append([start, inst.granularity])
+        return {
+            "source_pages": self.manifest.count(POISON),
+            "injected_pages": len(self.injected_poison),
+            "errors": self.manifest.count(POISON) + len(self.injected_poison),
+            "granules": len(granules),
+            "bytes_inaccessible": len(granules) * inst.granularity,
+            "ranges": ranges,
+        }
 
     @property
     def verified_pages(self) -> int:
@@ -185,5 +244,6 @@ class Migration:
             "eagain": r.eagain + p.eagain,
             "duration_seconds": end - self.started,
             "recoveries": [asdict(r) for r in self.recoveries],
+            "poison": self.poison_report(),
             "guest": self.guest_report,
         }

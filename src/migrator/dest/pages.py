@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 
-ABSENT, CLAIMED, PRESENT = 0, 1, 2
+ABSENT, CLAIMED, PRESENT, POISONED = 0, 1, 2, 3  # PRESENT and POISONED are both done
 
 
 class PageTable:
     def __init__(self, granules: int):
         self.granules = granules
         self.state = bytearray(granules)
-        self.present = 0
+        self.present = 0  # granules done: installed or poisoned
         self.lock = threading.Lock()
         self.cursor = 0  # where the background puller continues; moved to just after each fault
         self.all_present = threading.Event()
@@ -51,6 +51,16 @@ class PageTable:
             self.present += end - start
             if self.present == self.granules:
                 self.all_present.set()
+
+    def mark_poisoned(self, granule: int) -> None:
+        """The granule holds a poison marker: done, and never fetched or installed again."""
+        with self.lock:
+            was = self.state[granule]
+            self.state[granule] = POISONED
+            if was not in (PRESENT, POISONED):
+                self.present += 1
+                if self.present == self.granules:
+                    self.all_present.set()
 
     def release(self, start: int, end: int) -> None:
         """Give a claimed run back (its fetch failed); it will be claimed again."""

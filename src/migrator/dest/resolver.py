@@ -14,8 +14,8 @@ from cffi_uffd import PageExists, PageFault, Remove, Unmap, Userfaultfd
 
 from .. import metrics
 from ..protocol import PAGE_SIZE
-from .installer import Installer, StreamCounters
-from .pages import ABSENT, CLAIMED, PRESENT, PageTable
+from .installer import Installer, MigrationFailed, StreamCounters
+from .pages import ABSENT, CLAIMED, POISONED, PRESENT, PageTable
 from .reconnect import TRANSIENT, SourceStream
 
 _POLL_S = 0.05
@@ -49,6 +49,7 @@ class FaultResolver:
                 continue
             now = time.perf_counter()
             wanted: dict[int, int] = {}  # granule -> faults on it in this batch
+            missing: set[int] = set()  # granules with a MISSING (not MINOR) fault
             for ev in events:
                 if isinstance(ev, PageFault):
                     offset = ev.address - self.guest_base
@@ -56,17 +57,31 @@ class FaultResolver:
                         continue  # not guest memory we serve
                     granule = offset // granularity
                     wanted[granule] = wanted.get(granule, 0) + 1
+                    if not ev.minor:
+                        missing.add(granule)
                     self.faults += 1
                     self.faults_by_thread[ev.thread_id] = self.faults_by_thread.get(ev.thread_id, 0) + 1
                     self._faults["vcpu" if ev.thread_id in self.vcpu_tids else "other"].inc()
                 elif isinstance(ev, (Remove, Unmap)):
                     self.removes += 1  # page cache keeps the data; a re-fault is re-installed
-            self._resolve(wanted, now)
+            self._resolve(wanted, missing, now)
 
-    def _resolve(self, wanted: dict[int, int], read_at: float) -> None:
+    def _resolve(self, wanted: dict[int, int], missing: set[int], read_at: float) -> None:
         mine: list[int] = []
         for granule, count in wanted.items():
             state = self.table.claim(granule)
+            if state == POISONED:
+                self.installer.poison(granule, self.counters)
+                self.counters.resolved(time.perf_counter() - read_at, count)
+                continue
+            if granule in missing:
+                # Only a hole in the memfd's page cache faults MISSING here (the guest
+                # allocated all of it): CONTINUE cannot fill a hole, and a guessed page must
+                # never be installed.
+                raise MigrationFailed(
+                    f"a fault at guest offset {granule * self.installer.granularity:#x} hit a "
+                    "hole in the guest's memory file: the guest must allocate (fallocate) all "
+                    "of its RAM before handing it over")
             if state == ABSENT:
                 mine.append(granule)
                 self.table.fault_at(granule)
@@ -74,7 +89,7 @@ class FaultResolver:
                 self.waited_on_background += count
                 with self.waiting_lock:
                     self.waiting.setdefault(granule, []).extend([read_at] * count)
-                if self.table.state[granule] == PRESENT:  # the puller finished meanwhile
+                if self.table.state[granule] in (PRESENT, POISONED):  # the puller finished
                     self.installed(granule, granule + 1)
             elif state == PRESENT:
                 # Installed after this fault was queued, or zapped since (MADV_DONTNEED):

@@ -128,6 +128,9 @@ class GuestSession:
         for t in samples:
             stall.observe(t / 1e9)
         self.migration.stall_samples = [t / 1e9 for t in samples]
+        sigbus = msg.get("sigbus", 0)
+        if isinstance(sigbus, int) and sigbus > 0:
+            metrics.GUEST_SIGBUS.labels(mode).inc(sigbus)
         for v in vcpus:
             metrics.VCPU_BLOCKTIME.labels(mode, str(v.get("vcpu"))).inc(float(v.get("total", 0)))
         self._on_report({k: v for k, v in msg.items() if k != "samples_ns"})

@@ -41,13 +41,17 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
             "stall_threshold_ns": vcpu.STALL_THRESHOLD_NS,
             "vcpu_stall_seconds": summarize(t / 1e9 for t in stalls),
             "per_vcpu": [r.summary() for r in runs],
+            "sigbus": _sigbus_report(runs, memory.view.address),
         }
         link.send({"type": "stalls", "threshold_ns": vcpu.STALL_THRESHOLD_NS,
-                   "vcpus": report["per_vcpu"], "samples_ns": stalls[:MAX_STALL_SAMPLES]})
+                   "vcpus": report["per_vcpu"], "samples_ns": stalls[:MAX_STALL_SAMPLES],
+                   "sigbus": report["sigbus"]["hits"]})
         complete = link.wait_complete(completion_timeout)
         report["migration"] = {k: v for k, v in complete.items() if k not in ("type", "guest")}
         if complete.get("phase") == "complete":
-            report["verify"] = verify(link, memory, vcpu.expected_writes(runs), pages, seed)
+            poisoned = complete.get("poison", {}).get("ranges", [])
+            report["verify"] = verify(link, memory, vcpu.expected_writes(runs), pages, seed,
+                                      poisoned)
             link.send({"type": "verify", **report["verify"]})
         return report
     finally:
@@ -55,18 +59,36 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
         memory.close()
 
 
+def _sigbus_report(runs: list[vcpu.VcpuRun], base: int) -> dict:
+    hits = [h for r in runs for h in r.sigbus or ()]
+    return {"hits": len(hits), "pages": len({(h.address - base) // PAGE_SIZE for h in hits}),
+            "offsets": sorted({h.address - base for h in hits})[:100]}
+
+
+def _in_ranges(offset: int, ranges: list[list[int]]) -> bool:
+    return any(start <= offset < start + length for start, length in ranges)
+
+
 def verify(link: DestinationLink, memory: GuestMemory, expected: dict[int, int], pages: int,
-           seed: int) -> dict:
-    """Read back a sample of pages we did not write against the manifest; check our writes."""
-    written_pages = {(a - memory.view.address) // PAGE_SIZE for a in expected}
+           seed: int, poisoned: list[list[int]] = ()) -> dict:
+    """Read back a sample of pages we did not write against the manifest; check our writes.
+
+    Poisoned memory (ranges from the destination) is left out: reading it would be a machine
+    check. Writes into memory poisoned afterwards are lost, and counted as such.
+    """
+    base = memory.view.address
+    written_pages = {(a - base) // PAGE_SIZE for a in expected}
     rng = random.Random(f"{seed}:verify")
     candidates = [p for p in rng.sample(range(pages), min(pages, VERIFY_SAMPLE_PAGES * 2))
-                  if p not in written_pages][:min(VERIFY_SAMPLE_PAGES, MAX_DIGEST_PAGES)]
+                  if p not in written_pages and not _in_ranges(p * PAGE_SIZE, poisoned)]
+    candidates = candidates[:min(VERIFY_SAMPLE_PAGES, MAX_DIGEST_PAGES)]
     digests = link.digests(candidates)
     view = memory.view.view
     mismatched = [p for p, d in zip(candidates, digests)
                   if page_digest(view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]) != d]
-    lost = [a for a, value in expected.items()
-            if struct.unpack_from("<Q", view, a - memory.view.address)[0] != value]
+    poisoned_writes = [a for a in expected if _in_ranges(a - base, poisoned)]
+    lost = [a for a, value in expected.items() if not _in_ranges(a - base, poisoned)
+            and struct.unpack_from("<Q", view, a - base)[0] != value]
     return {"sampled_pages": len(candidates), "mismatched_pages": len(mismatched),
-            "writes_checked": len(expected), "writes_lost": len(lost)}
+            "writes_checked": len(expected) - len(poisoned_writes), "writes_lost": len(lost),
+            "writes_lost_to_poison": len(poisoned_writes)}

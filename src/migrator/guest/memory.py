@@ -27,10 +27,14 @@ class GuestMemory:
             populate(prealloc.address, size)
         self.view = Mapping.shared(self.fd, size, page_size=page_size)
         self.uffd = Userfaultfd()
-        minor = Feature.MINOR_SHMEM if page_size == PAGE_SIZE else Feature.MINOR_HUGETLBFS
+        shmem = page_size == PAGE_SIZE
+        minor = Feature.MINOR_SHMEM if shmem else Feature.MINOR_HUGETLBFS
+        missing = Feature.MISSING_SHMEM if shmem else Feature.MISSING_HUGETLBFS
         # EXACT_ADDRESS: otherwise hugetlb fault addresses are rounded down to the huge page.
-        self.uffd.api(minor | Feature.EXACT_ADDRESS | Feature.THREAD_ID)
-        self.uffd.register(self.view.address, size, RegisterMode.MINOR)
+        self.uffd.api(minor | missing | Feature.EXACT_ADDRESS | Feature.THREAD_ID)
+        # MISSING as well as MINOR: a hole in the page cache (e.g. a page the destination took
+        # away after a memory error) must fault to the destination, not be zero-filled silently.
+        self.uffd.register(self.view.address, size, RegisterMode.MINOR | RegisterMode.MISSING)
 
     def regions(self, layout_regions: list[dict]) -> list[dict]:
         """Firecracker-shaped region descriptions for the destination."""

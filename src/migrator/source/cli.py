@@ -7,9 +7,12 @@ import logging
 import time
 
 from migrator.auth import load_token
+from migrator.listen import Listen, check_exposure
+from migrator.tls import TLSFileError, server_context_from_args
+from migrator.protocol.poison import parse_pages, sample_pages
 from migrator.units import parse_size
 
-from .daemon import LOOPS, Listen, check_exposure, run
+from .daemon import LOOPS, run
 from .image import GuestImage
 
 DEFAULT_MEMORY = "4GiB"
@@ -31,6 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="serve this file's bytes instead of a generated image")
     p.add_argument("--token-file", metavar="FILE",
                    help="file holding the bearer token (default: $MIGRATOR_TOKEN, else no auth)")
+    poison = p.add_mutually_exclusive_group()
+    poison.add_argument("--poison", type=float, metavar="RATE", default=0.0,
+                        help="mark this fraction of 4 KiB pages as poisoned (memory errors), "
+                             "chosen deterministically from --seed, e.g. 0.0001")
+    poison.add_argument("--poison-pages", metavar="LIST",
+                        help="mark these 4 KiB pages as poisoned, e.g. 12,4096-4100")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve HTTPS with this PEM certificate (chain); needs --tls-key")
+    p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     p.add_argument("--loop", choices=LOOPS, default="auto",
                    help="event loop (default auto: the faster one measured here, uvloop)")
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
@@ -55,6 +67,10 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = load_token(args.token_file)
     check_exposure(args.listen, token)  # before spending seconds on the image
+    try:
+        ssl_context = server_context_from_args(args.tls_cert, args.tls_key)
+    except TLSFileError as e:
+        raise SystemExit(f"migrator source: {e}") from None
     started = time.monotonic()
     try:
         if args.image:
@@ -64,7 +80,10 @@ def main(args: argparse.Namespace) -> int:
                                  f"of --image {args.image}: drop --memory or fix it")
         else:
             image = GuestImage.generate(args.memory or parse_size(DEFAULT_MEMORY), args.seed)
+        image.poison(parse_pages(args.poison_pages, image.pages) if args.poison_pages
+                     else sample_pages(args.poison, image.pages, args.seed))
     except (ValueError, OSError) as e:
         raise SystemExit(f"migrator source: {e}") from e
     return run(image, args.listen, token, loop=args.loop,
-               ready_seconds=time.monotonic() - started, access_log=args.access_log)
+               ready_seconds=time.monotonic() - started, access_log=args.access_log,
+               ssl_context=ssl_context)

@@ -11,7 +11,7 @@ import xxhash
 
 from migrator.protocol import PAGE_SIZE
 from migrator.protocol.digest import ZERO_DIGEST, ZERO_PAGE
-from migrator.protocol.manifest import DATA, ZERO, Manifest, Region
+from migrator.protocol.manifest import DATA, POISON, ZERO, Manifest, Region
 from migrator.units import format_size
 
 from . import synthetic
@@ -86,6 +86,19 @@ class GuestImage:
         content = xxhash.xxh3_128(digests.tobytes()).hexdigest()
         return cls(mem, digests, kinds, image_id=f"file:xxh3-128={content}:size={size}",
                    origin=f"file {path}")
+
+    def poison(self, pages: set[int]) -> None:
+        """Mark pages poisoned (a memory error on this host): the manifest says so and the
+        destination installs poison markers instead of fetching them."""
+        if not pages:
+            return
+        kinds = bytearray(self.kinds)
+        for p in pages:
+            kinds[p] = POISON
+        self.kinds = bytes(kinds)
+        self.image_id += f":poison={xxhash.xxh3_64_hexdigest(repr(sorted(pages)).encode())}"
+        self.origin += f", {len(pages)} poisoned pages"
+        self._manifest = None
 
     @property
     def pages(self) -> int:
