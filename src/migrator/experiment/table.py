@@ -13,6 +13,10 @@ def _us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} us"
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
+
+
 def comparison(results: dict) -> str:
     modes = results["modes"]
     rows = [
@@ -34,10 +38,19 @@ def comparison(results: dict) -> str:
         ("migration time", lambda m: _us(m["duration_seconds"])),
         ("result", lambda m: m["phase"] + (f" ({m['error']})" if m.get("error") else "")),
     ]
+    if results.get("poison"):
+        rows[-1:-1] = [
+            ("memory errors", lambda m: str(m["poison"].get("errors", 0))),
+            ("made inaccessible", lambda m: _mib(m["poison"].get("bytes_inaccessible", 0))),
+            ("guest SIGBUS hits", lambda m: str(m["poison"]["guest_sigbus"].get("hits", 0))),
+        ]
     width = max(len(name) for name, _ in rows)
     cols = [[f(m) for _, f in rows] for m in modes]
     col_w = [max(len(m["mode"]), *(len(c) for c in col)) for m, col in zip(modes, cols)]
     lines = [" " * width + "  " + "  ".join(m["mode"].rjust(w) for m, w in zip(modes, col_w))]
     for i, (name, _) in enumerate(rows):
         lines.append(name.ljust(width) + "  " + "  ".join(col[i].rjust(w) for col, w in zip(cols, col_w)))
+    ratio = (results.get("poison") or {}).get("bytes_inaccessible_ratio_hugepage_to_hgm")
+    if ratio:
+        lines.append(f"\nmemory errors take away {ratio:.0f}x more memory without HGM")
     return "\n".join(lines)
