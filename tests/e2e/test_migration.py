@@ -79,3 +79,19 @@ def test_guest_writes_after_install_survive_to_the_end(source, dest_factory):
                        "--write-ratio", "1.0")
     _assert_clean(report, fetch_manifest(source, TOKEN).pages)
     assert report["verify"]["writes_checked"] > 1000
+
+
+def test_trace_recorded_in_one_mode_replays_the_same_faults_in_the_other(source, pool_2m,
+                                                                          dest_factory, tmp_path):
+    import json as _json
+
+    trace = tmp_path / "trace.json"
+    first = run_guest(dest_factory("hgm"), "--vcpus", "2", "--pattern", "hotset",
+                      "--accesses", "800", "--write-ratio", "0.25", "--record", str(trace))
+    recorded = _json.loads(trace.read_text())
+    assert [len(v["pages"]) for v in recorded["vcpus"]] == [800, 800]
+    assert all(len(v["latency_ns"]) == 800 for v in recorded["vcpus"])
+    replay = run_guest(dest_factory("hugepage", SIZE_2M), "--replay", str(trace))
+    _assert_clean(replay, first["migration"]["pages_total"])
+    assert replay["pattern"] == f"trace {trace}" and replay["vcpus"] == 2
+    assert replay["verify"]["writes_checked"] == first["verify"]["writes_checked"]

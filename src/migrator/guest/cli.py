@@ -17,6 +17,11 @@ def register(sub) -> None:
     p.add_argument("--write-ratio", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--record", metavar="FILE",
+                   help="write the vCPUs' access sequences and the stalls they saw to FILE")
+    p.add_argument("--replay", metavar="FILE",
+                   help="replay a recorded trace instead of --pattern (one vCPU per recorded "
+                        "vCPU; --vcpus, --accesses and --write-ratio come from the trace)")
     p.set_defaults(func=run)
 
 
@@ -26,7 +31,7 @@ def run(args) -> int:
     if args.vcpus < 1 or args.accesses < 1 or not 0 <= args.write_ratio <= 1:
         raise SystemExit("--vcpus and --accesses must be >= 1, --write-ratio within [0, 1]")
     report = run_guest(args.dest_socket, args.vcpus, args.pattern, args.accesses,
-                       args.write_ratio, args.seed)
+                       args.write_ratio, args.seed, record=args.record, replay=args.replay)
     if args.json:
         json.dump(report, sys.stdout)
         print()

@@ -10,7 +10,7 @@ from ..protocol import PAGE_SIZE
 from ..protocol.digest import page_digest
 from ..protocol.guest import MAX_DIGEST_PAGES
 from ..stats import summarize
-from . import vcpu
+from . import trace, vcpu
 from .link import DestinationLink
 from .memory import GuestMemory
 
@@ -19,7 +19,8 @@ VERIFY_SAMPLE_PAGES = 2048
 
 
 def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_ratio: float,
-              seed: int, completion_timeout: float = 600.0) -> dict:
+              seed: int, completion_timeout: float = 600.0, record: str | None = None,
+              replay: str | None = None) -> dict:
     link = DestinationLink(socket_path, vcpus)
     layout = link.layout
     memory = GuestMemory(layout["size"], layout["memory_page_size"])
@@ -27,16 +28,20 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
         # Plan the vCPUs' accesses before switchover: once the destination is ready, memory
         # is migrating and the vCPUs must already be running.
         pages = layout["size"] // PAGE_SIZE
-        runs = vcpu.plan(memory.view.address, pages, vcpus, pattern, accesses, write_ratio, seed)
+        runs = vcpu.plan(memory.view.address, pages, vcpus, pattern, accesses, write_ratio, seed,
+                         trace.load(replay, pages) if replay else None)
         link.hand_over(memory)
         started = time.monotonic()
         vcpu.run_all(runs, link.announce_vcpus)
         vcpu_seconds = time.monotonic() - started
         stalls = [t for r in runs for t in r.stalls_ns()]
+        if record:
+            trace.save(record, pages, runs)
         report = {
             "session": link.session, "mode": layout["mode"],
             "backing": layout["backing"], "backing_label": layout["backing_label"],
-            "pattern": pattern, "vcpus": vcpus, "accesses_per_vcpu": accesses,
+            "pattern": f"trace {replay}" if replay else pattern, "vcpus": len(runs),
+            "accesses_per_vcpu": len(runs[0].pages),
             "write_ratio": write_ratio, "seed": seed, "vcpu_run_seconds": vcpu_seconds,
             "stall_threshold_ns": vcpu.STALL_THRESHOLD_NS,
             "vcpu_stall_seconds": summarize(t / 1e9 for t in stalls),

@@ -41,11 +41,17 @@ class VcpuRun:
 
 
 def plan(base: int, pages: int, vcpus: int, pattern: str, accesses: int, write_ratio: float,
-         seed: int) -> list[VcpuRun]:
+         seed: int, replay: list | None = None) -> list[VcpuRun]:
+    """Each vCPU's accesses: from the pattern, or replayed from a trace (one vCPU per
+    recorded vCPU; accesses and write ratio then come from the trace)."""
     runs = []
-    for v in range(vcpus):
-        page_list = patterns.pages_for(pattern, pages, v, vcpus, accesses, seed)
-        writes = patterns.writes_for(v, accesses, write_ratio, seed)
+    for v in range(len(replay) if replay else vcpus):
+        if replay:
+            page_list, writes = replay[v].pages, replay[v].writes
+            accesses = len(page_list)
+        else:
+            page_list = patterns.pages_for(pattern, pages, v, vcpus, accesses, seed)
+            writes = patterns.writes_for(v, accesses, write_ratio, seed)
         offsets = patterns.read_offsets(v, accesses, seed)
         # Writes go to the vCPU's own 8-byte slot of the page, so vCPUs never overwrite each
         # other and the last value written per (vCPU, page) is known.
