@@ -17,7 +17,7 @@ from cffi_uffd import detect_hgm
 
 from .. import metrics
 from ..webauth import require_token
-from ..client.errors import SourceTLSError
+from ..client.errors import SourceTLSError, Unauthorized
 from ..client.http import fetch_manifest
 from ..protocol.manifest import Manifest
 from . import dashboard
@@ -58,6 +58,8 @@ class DestDaemon:
                                       ssl_context=self.source.ssl_context)
             except SourceTLSError as e:  # retrying would not help
                 raise SystemExit(f"cannot fetch the manifest from {self.source.url}: {e}") from None
+            except Unauthorized as e:
+                raise SystemExit(f"the source at {self.source.url} refused our token: {e}") from e
             except ConnectionError as e:
                 if time.monotonic() > end:
                     raise SystemExit(f"cannot fetch the manifest from {self.source.url}: {e}")
