@@ -1,4 +1,5 @@
-"""`migrator experiment`: compare hgm and hugepage on one host, on loopback."""
+"""`migrator experiment`: compare hgm and hugepage on one host, on loopback or on two hosts
+made of network namespaces with a shaped link (--two-host)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,40 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=Path("results/latest"))
     p.add_argument("--json", action="store_true", help="print results.json to stdout, no progress")
+    two = p.add_argument_group(
+        "two hosts", "run the source and the destinations in two network namespaces joined by "
+        "a veth pair shaped with tc; the link is measured first and recorded in results.json")
+    two.add_argument("--two-host", action="store_true", help="run on two hosts (needs root)")
+    two.add_argument("--bandwidth", metavar="RATE",
+                     help=f"each direction, e.g. 10gbit, 200mbit (default {_LINK_DEFAULTS[0]}; "
+                          f"0: unshaped)")
+    two.add_argument("--rtt", metavar="TIME",
+                     help=f"round-trip time of the link, e.g. 100us, 2ms (default "
+                          f"{_LINK_DEFAULTS[1]}): netem where the kernel has it, else a delaying "
+                          f"relay in front of the source")
+    two.add_argument("--loss", metavar="FRACTION",
+                     help="packet loss each direction, e.g. 0.001 or 0.1%% (default 0): netem, "
+                          "else a cls_bpf random drop")
     p.set_defaults(func=run)
+
+
+_LINK_DEFAULTS = ("10gbit", "100us", "0")
+
+
+def _link_spec(args):
+    given = [f"--{n}" for n in ("bandwidth", "rtt", "loss") if getattr(args, n) is not None]
+    if not args.two_host:
+        if given:
+            raise SystemExit(f"{' '.join(given)}: the link is shaped only with --two-host")
+        return None
+    from ..netns import LinkSpec
+
+    values = [v if v is not None else d
+              for v, d in zip((args.bandwidth, args.rtt, args.loss), _LINK_DEFAULTS)]
+    try:
+        return LinkSpec.parse(*values)
+    except ValueError as e:
+        raise SystemExit(f"migrator experiment: {e}") from None
 
 
 def run(args) -> int:
@@ -42,13 +76,17 @@ def run(args) -> int:
         print(f"--memory is not a multiple of {hp >> 20} MiB; using 2 MiB huge pages", file=sys.stderr)
         hp = 2 << 20
     plan = Plan(args.memory, hp, modes, args.pattern, args.vcpus, args.accesses,
-                args.write_ratio, args.seed, args.out, quiet=args.json)
+                args.write_ratio, args.seed, args.out, link=_link_spec(args), quiet=args.json)
     results = run_plan(plan)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
     else:
         print(comparison(results))
+        if "link" in results:
+            from .two_host import link_summary
+
+            print(f"\n{link_summary(results['link'])}")
         print(f"\nresults: {args.out / 'results.json'}")
         print(f"report:  {args.out / 'report.html'} (report.md, latency-cdf.png)")
     ok = all(m["phase"] == "complete" and m["mismatched_pages"] == 0 for m in results["modes"])

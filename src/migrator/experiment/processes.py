@@ -23,11 +23,13 @@ def migrator_command(*args: str) -> list[str]:
 
 
 class Child:
-    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict | None = None):
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict | None = None,
+                 prefix: list[str] | None = None):
+        """prefix goes before the command, e.g. `ip netns exec NAME` to run on another host."""
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(migrator_command(*args), stdout=self._log,
+        self.proc = subprocess.Popen([*(prefix or ()), *migrator_command(*args)], stdout=self._log,
                                      stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     @property

@@ -1,4 +1,5 @@
-"""Run the comparison: one source, then per mode a destination and a guest, on loopback."""
+"""Run the comparison: one source, then per mode a destination and a guest, on loopback or
+on two hosts made of network namespaces (two_host.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ..report import load_run, render_run, write_samples
 from ..report.progress import Progress, bar
 from ..units import format_size, hugepage_label
 from .host_info import host_block
-from .processes import Child, free_port, migrator_command
+from .processes import Child, migrator_command
+from .two_host import Loopback, TwoHosts
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Plan:
     write_ratio: float
     seed: int
     out: Path
+    link: object | None = None  # a migrator.netns.LinkSpec: run on two hosts with this link
     quiet: bool = False
     progress: Progress = field(init=False, repr=False)
 
@@ -131,13 +134,14 @@ def _save_samples(plan: Plan, mode: str, dest_url: str, token: str, session: str
 
 
 def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token: str,
-              workdir: Path) -> dict:
-    port = free_port()
-    dest_url = f"http://127.0.0.1:{port}"
+              workdir: Path, hosts: Loopback | TwoHosts) -> dict:
+    endpoint = hosts.dest(mode)
+    dest_url = endpoint.url
     sock = str(workdir / f"guest-{mode}.sock")
-    dest = Child(f"dest-{mode}", ["dest", "--listen", f"127.0.0.1:{port}", "--source", source_url,
+    dest = Child(f"dest-{mode}", ["dest", "--listen", endpoint.listen, "--source", source_url,
                                   "--mode", mode, "--hugepage-size", str(hugepage_size),
-                                  "--guest-socket", sock], plan.out, env={"MIGRATOR_TOKEN": token})
+                                  "--guest-socket", sock], plan.out, env={"MIGRATOR_TOKEN": token},
+                 prefix=hosts.dest_prefix)
     try:
         dest.wait_healthy(dest_url)
         _say(plan, f"[{mode}] destination up (pid {dest.pid}); guest: {plan.vcpus} vCPUs x "
@@ -146,10 +150,10 @@ def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token:
         guest_log, guest_out = plan.out / f"guest-{mode}.log", workdir / f"guest-{mode}.json"
         with open(guest_log, "w") as err, open(guest_out, "w") as out:
             guest = subprocess.Popen(
-                migrator_command("guest", "--dest-socket", sock, "--vcpus", str(plan.vcpus),
-                                 "--pattern", plan.pattern, "--accesses", str(plan.accesses),
-                                 "--write-ratio", str(plan.write_ratio), "--seed",
-                                 str(plan.seed), "--json"),
+                hosts.dest_prefix + migrator_command(
+                    "guest", "--dest-socket", sock, "--vcpus", str(plan.vcpus),
+                    "--pattern", plan.pattern, "--accesses", str(plan.accesses),
+                    "--write-ratio", str(plan.write_ratio), "--seed", str(plan.seed), "--json"),
                 stdout=out, stderr=err, text=True)
             try:
                 _watch(plan, mode, guest, dest_url, token)
@@ -192,8 +196,12 @@ def run(plan: Plan) -> dict:
     hgm = detect_hgm()
     token = secrets.token_urlsafe(24)
     results: dict = {"host": host_block(hgm), "modes": []}
+    hosts = (TwoHosts(plan.link, plan.out, say=lambda text: _say(plan, text)) if plan.link
+             else Loopback())
     with _hugepages_for(plan, bool(hgm.present)) as (hugepage_size, reservation), \
-            tempfile.TemporaryDirectory(prefix="migrator-exp-") as tmp:
+            tempfile.TemporaryDirectory(prefix="migrator-exp-") as tmp, hosts:
+        if hosts.link is not None:
+            results["link"] = hosts.link
         results["config"] = {
             "memory_bytes": plan.memory, "memory": format_size(plan.memory),
             "hugepage_size": hugepage_size, "hugepage_size_requested": plan.hugepage_size,
@@ -201,18 +209,17 @@ def run(plan: Plan) -> dict:
             "vcpus": plan.vcpus, "accesses_per_vcpu": plan.accesses,
             "write_ratio": plan.write_ratio, "seed": plan.seed,
         }
-        port = free_port()
-        source_url = f"http://127.0.0.1:{port}"
+        endpoint, source_url = hosts.source()
         _say(plan, f"generating a {format_size(plan.memory)} guest image (seed {plan.seed}) "
                    "and starting the source")
-        source = Child("source", ["source", "--listen", f"127.0.0.1:{port}", "--memory",
+        source = Child("source", ["source", "--listen", endpoint.listen, "--memory",
                                   str(plan.memory), "--seed", str(plan.seed)], plan.out,
-                       env={"MIGRATOR_TOKEN": token})
+                       env={"MIGRATOR_TOKEN": token}, prefix=hosts.source_prefix)
         try:
-            source.wait_healthy(source_url, timeout=300)
+            source.wait_healthy(endpoint.url, timeout=300)
             for mode in plan.modes:
                 results["modes"].append(_run_mode(plan, mode, hugepage_size, source_url, token,
-                                                  Path(tmp)))
+                                                  Path(tmp), hosts))
         finally:
             source.stop()
     (plan.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

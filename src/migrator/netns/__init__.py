@@ -1,0 +1,16 @@
+"""Two hosts on one machine: network namespaces, a veth pair shaped with tc, a measured link.
+
+- spec: the link as asked for (bandwidth, RTT, loss) and how to write it
+- ns: namespaces (create, run in, sockets in, delete, sweep stale ones)
+- shaping: tc on one veth end (tbf; netem where the kernel has it; cls_bpf loss)
+- relay: a TCP relay that delays each chunk (the RTT where netem is missing), or just bridges
+- probe: measuring a link (RTT, throughput, loss)
+- link: TwoHostLink, all of the above put together
+"""
+
+from .link import TwoHostLink
+from .ns import NetnsError, sweep_stale
+from .spec import LinkSpec, format_rate, format_time, parse_loss, parse_rate, parse_time
+
+__all__ = ["LinkSpec", "NetnsError", "TwoHostLink", "format_rate", "format_time", "parse_loss",
+           "parse_rate", "parse_time", "sweep_stale"]

@@ -1,0 +1,77 @@
+"""`migrator experiment --two-host`: both modes across a shaped link, measured first, and no
+namespace or process left behind, also when interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from migrator.netns import ns
+
+from .conftest import ours
+
+CMD = [sys.executable, "-m", "migrator.cli", "experiment"]
+
+
+def test_both_modes_migrate_across_a_shaped_link(tmp_path):
+    done = subprocess.run(
+        [*CMD, "--two-host", "--memory", "128MiB", "--hugepage-size", "2M", "--accesses", "300",
+         "--bandwidth", "1gbit", "--rtt", "2ms", "--out", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+    link = results["link"]
+    assert link["requested"]["bandwidth_bits_per_second"] == 10**9
+    assert link["requested"]["rtt_seconds"] == 0.002
+    assert link["applied"]["bandwidth"]["method"] == "tbf"
+    assert link["applied"]["delay"]["method"] in ("netem", "relay-delay")
+    assert link["applied"]["loss"]["method"] == "none"
+    measured = link["measured"]
+    assert measured["rtt_seconds"]["p50"] >= 0.0018
+    assert measured["throughput_bits_per_second"] <= 1.1e9
+    assert link["shaping_effective"]
+    assert [m["mode"] for m in results["modes"]] == ["hgm", "hugepage"]
+    for m in results["modes"]:
+        assert m["phase"] == "complete", m
+        assert m["mismatched_pages"] == 0
+        assert m["verified_pages"] == m["pages_total"]
+        assert m["guest_verify"]["mismatched_pages"] == 0
+    # the namespaces of that run are gone (its PID was the child's)
+    assert not [n for n in ns.listed() if n in link["namespaces"].values()]
+
+
+def test_sigint_mid_migration_removes_namespaces_and_processes(tmp_path):
+    proc = subprocess.Popen(
+        [*CMD, "--two-host", "--memory", "512MiB", "--hugepage-size", "2M", "--modes", "hgm",
+         "--accesses", "20000", "--bandwidth", "100mbit", "--rtt", "1ms", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    inside: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            names = ours(proc.pid)
+            inside = [p for n in names for p in ns.pids(n)]
+            if (tmp_path / "guest-hgm.log").exists() and len(inside) >= 4:
+                break  # probe, relay and source in one; destination and guest in the other
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stdout.read()
+        assert len(inside) >= 4, f"the run did not get to its guest in time: {inside}"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out[-2000:]
+    assert ours(proc.pid) == []
+    time.sleep(0.5)
+    assert [p for p in inside if ns.owner_alive(p)] == []
+
+
+def test_link_flags_need_two_host():
+    done = subprocess.run([*CMD, "--rtt", "1ms"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "--two-host" in done.stderr
