@@ -23,6 +23,12 @@ def load_token(token_file: str | None) -> str | None:
 
 
 def bearer_matches(header: str | None, token: str) -> bool:
-    """Constant-time check of an Authorization header against the token."""
-    presented = (header or "").removeprefix("Bearer ").encode()
-    return hmac.compare_digest(presented, token.encode())
+    """Constant-time check of an `Authorization: Bearer <token>` header against the token.
+
+    Anything else is no match: no header, another scheme, a bare token without "Bearer", bytes
+    that are not UTF-8 (encoded with replacement, never an exception that would answer 500).
+    """
+    scheme, _, presented = (header or "").partition(" ")
+    # Compare whatever the scheme: the time taken must not tell which part was wrong.
+    same = hmac.compare_digest(presented.encode("utf-8", "replace"), token.encode())
+    return same and scheme.lower() == "bearer"

@@ -45,18 +45,25 @@ def free_port() -> int:
 
 
 class Dest:
-    """`migrator dest` as a subprocess, stopped by PID."""
+    """`migrator dest` as a subprocess, stopped by PID.
 
-    def __init__(self, source_url: str, mode: str, hugepage_size: int = SIZE_2M, *extra: str):
+    With `context` (an ssl.SSLContext trusting its certificate) it is reached over https://;
+    pass its --tls-cert and --tls-key in extra.
+    """
+
+    def __init__(self, source_url: str, mode: str, hugepage_size: int = SIZE_2M, *extra: str,
+                 context=None):
         self.dir = Path(tempfile.mkdtemp(prefix="migrator-dest-"))
         self.socket = str(self.dir / "guest.sock")
-        self.url = f"http://127.0.0.1:{free_port()}"
+        self.context = context
+        self.url = f"{'https' if context else 'http'}://127.0.0.1:{free_port()}"
         token_file = self.dir / "token"
         token_file.write_text(TOKEN)
         self.log_path = self.dir / "dest.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "migrator.cli", "dest", "--listen", self.url[7:],
+                [sys.executable, "-m", "migrator.cli", "dest", "--listen",
+                 self.url.partition("://")[2],
                  "--source", source_url, "--mode", mode, "--hugepage-size", str(hugepage_size),
                  "--guest-socket", self.socket, "--token-file", str(token_file), *extra],
                 stdout=log, stderr=subprocess.STDOUT)
@@ -64,7 +71,7 @@ class Dest:
         while True:
             assert self.proc.poll() is None, f"dest exited: {self.log()}"
             try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=1)
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=1, context=context)
                 break
             except OSError:
                 assert time.monotonic() < deadline, f"dest not healthy: {self.log()}"
@@ -76,7 +83,7 @@ class Dest:
     def status(self) -> dict:
         req = urllib.request.Request(f"{self.url}/v1/status",
                                      headers={"Authorization": f"Bearer {TOKEN}"})
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=self.context) as r:
             return json.load(r)
 
     def migration(self, session: str) -> dict:

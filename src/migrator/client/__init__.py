@@ -2,17 +2,18 @@
 
 - stream: PageStream, one upgraded page stream (urgent or background)
 - http: fetch_manifest, fetch_pages
-- errors: what can go wrong; connection-level failures are ConnectionErrors naming the URL
+- errors: what can go wrong; connection-level failures are ConnectionErrors naming the URL,
+  a TLS handshake no retry can fix is a SourceTLSError
 """
 
 from .errors import (
-    SourceConnectionError, SourceRefused, SourceUnreachable, StreamBroken, StreamError,
-    Unauthorized,
+    SourceConnectionError, SourceRefused, SourceTLSError, SourceUnreachable, StreamBroken,
+    StreamError, Unauthorized,
 )
 from .http import fetch_manifest, fetch_pages
 from .stream import PageStream
 
 __all__ = [
-    "PageStream", "SourceConnectionError", "SourceRefused", "SourceUnreachable", "StreamBroken",
-    "StreamError", "Unauthorized", "fetch_manifest", "fetch_pages",
+    "PageStream", "SourceConnectionError", "SourceRefused", "SourceTLSError", "SourceUnreachable",
+    "StreamBroken", "StreamError", "Unauthorized", "fetch_manifest", "fetch_pages",
 ]

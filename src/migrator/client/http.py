@@ -10,7 +10,9 @@ from migrator.protocol.errors import ProtocolError
 from migrator.protocol.manifest import MAX_MANIFEST_BYTES, Manifest
 
 from ._url import BaseURL
-from .errors import SourceRefused, SourceUnreachable, StreamBroken, Unauthorized, reason
+from .errors import (
+    SourceRefused, SourceUnreachable, StreamBroken, Unauthorized, reason, tls_failure,
+)
 
 __all__ = ["fetch_manifest", "fetch_pages", "get"]
 
@@ -46,6 +48,9 @@ def get(base_url: str, path: str, token: str | None, timeout: float = 30.0,
     try:
         try:
             conn.request("GET", base.prefix + path, headers=headers)
+        except ssl.SSLError as e:  # the handshake
+            raise (tls_failure(e, url) or SourceUnreachable(
+                f"TLS handshake with {url} failed: {reason(e)}", url=url)) from e
         except OSError as e:
             raise SourceUnreachable(f"cannot connect to {url}: {reason(e)}", url=url) from e
         try:
@@ -55,7 +60,9 @@ def get(base_url: str, path: str, token: str | None, timeout: float = 30.0,
                                    f"{limit} allowed", url=url)
             body = response.read(limit + 1 if limit is not None else None)
         except (OSError, http.client.HTTPException) as e:
-            raise StreamBroken(f"request to {url} failed: {reason(e)}", url=url) from e
+            hint = (" (is the source serving HTTPS? then write https://)"
+                    if isinstance(e, http.client.RemoteDisconnected) and not base.https else "")
+            raise StreamBroken(f"request to {url} failed: {reason(e)}{hint}", url=url) from e
     finally:
         conn.close()
     if response.status == 200:

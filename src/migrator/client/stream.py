@@ -21,6 +21,7 @@ from migrator.protocol.handshake import (
 from ._url import BaseURL
 from .errors import (
     SourceRefused, SourceUnreachable, StreamBroken, StreamError, Unauthorized, reason,
+    tls_failure,
 )
 
 MAX_ERROR_MESSAGE = 64 << 10  # an error reply's body longer than this means the stream is lost
@@ -48,7 +49,15 @@ class PageStream:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if base.https:
                 context = ssl_context or ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=base.host)
+                try:
+                    sock = context.wrap_socket(sock, server_hostname=base.host)
+                except ssl.SSLError as e:
+                    raise (tls_failure(e, self.url) or SourceUnreachable(
+                        f"TLS handshake with {self.url} failed: {reason(e)}",
+                        url=self.url)) from e
+                except OSError as e:  # reset or timed out mid-handshake
+                    raise SourceUnreachable(f"TLS handshake with {self.url} failed: "
+                                            f"{reason(e)}", url=self.url) from e
             self._sock = sock
             self._upgrade(base, token)
         except BaseException:
