@@ -30,7 +30,8 @@ def test_bandwidth_is_shaped_by_tbf_in_both_directions(tmp_path):
         assert r["applied"]["bandwidth"]["method"] == "tbf"
         for dev in (SOURCE_DEV, DEST_DEV):
             assert any(" tbf rate 200000000bit" in c for c in r["applied"]["commands"][dev])
-        assert "tbf" in r["tc"]["source"] and "tbf" in r["tc"]["dest"]
+        assert "tbf" in r["tc_before_run"]["source"] and "tbf" in r["tc_before_run"]["dest"]
+    assert "tbf" in r["tc_after_run"]["source"]  # counters as the link was taken down
     assert 0.75 * 200e6 <= shaped <= 1.1 * 200e6, f"{shaped / 1e6:.0f} Mbit/s for 200mbit"
     assert shaped < unshaped / 4, (f"shaped {shaped / 1e6:.0f} Mbit/s is not far below the "
                                    f"unshaped {unshaped / 1e6:.0f} Mbit/s")

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from . import ns, probe, shaping
@@ -127,14 +128,21 @@ class TwoHostLink:
             "shaping_effective": not problems,
             "problems": problems,
             "notes": notes,
-            "tc": {"source": shaping.show(self.source_ns, SOURCE_DEV),
+            "tc_before_run": {"source": shaping.show(self.source_ns, SOURCE_DEV),
                    "dest": shaping.show(self.dest_ns, DEST_DEV)},
         }
 
     def down(self) -> None:
-        """Remove everything; SIGINT and SIGTERM wait until it is done."""
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        """Remove everything; SIGINT and SIGTERM (in the main thread) wait until it is done.
+
+        The qdiscs' counters at that moment (bytes, drops, overlimits: how hard the shaping
+        worked during the run) go into the report first."""
+        old = ({s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+               if threading.current_thread() is threading.main_thread() else {})
         try:
+            if self.report and ns.exists(self.source_ns) and ns.exists(self.dest_ns):
+                self.report["tc_after_run"] = {"source": shaping.show(self.source_ns, SOURCE_DEV),
+                                               "dest": shaping.show(self.dest_ns, DEST_DEV)}
             for bridge in self._bridges:
                 bridge.close()
             self._bridges.clear()
