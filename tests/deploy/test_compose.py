@@ -155,4 +155,8 @@ def test_grafana_is_provisioned_from_deploy_grafana(compose):
         for source in doc.get("datasources", []):
             if source.get("type") == "prometheus":
                 assert urlsplit(source["url"]).netloc == "prometheus:9090", path
+                # Grafana's $__rate_interval assumes this is Prometheus's scrape interval.
+                interval = source.get("jsonData", {}).get("timeInterval")
+                scrape = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+                assert interval in (None, scrape["global"]["scrape_interval"]), path
     assert any((DEPLOY / "grafana/dashboards").glob("*.json"))
