@@ -23,6 +23,12 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=Path("results/latest"))
     p.add_argument("--json", action="store_true", help="print results.json to stdout, no progress")
+    poison = p.add_mutually_exclusive_group()
+    poison.add_argument("--poison", type=float, default=0.0, metavar="RATE",
+                        help="poison this fraction of pages on the source (memory errors), "
+                             "e.g. 0.0001, and compare how much memory each mode loses")
+    poison.add_argument("--poison-pages", metavar="LIST",
+                        help="poison exactly these 4 KiB pages on the source, e.g. 12,4096-4100")
     two = p.add_argument_group(
         "two hosts", "run the source and the destinations in two network namespaces joined by "
         "a veth pair shaped with tc; the link is measured first and recorded in results.json")
@@ -76,7 +82,8 @@ def run(args) -> int:
         print(f"--memory is not a multiple of {hp >> 20} MiB; using 2 MiB huge pages", file=sys.stderr)
         hp = 2 << 20
     plan = Plan(args.memory, hp, modes, args.pattern, args.vcpus, args.accesses,
-                args.write_ratio, args.seed, args.out, link=_link_spec(args), quiet=args.json)
+                args.write_ratio, args.seed, args.out, link=_link_spec(args), quiet=args.json,
+                poison_rate=args.poison, poison_pages=args.poison_pages)
     results = run_plan(plan)
     if args.json:
         json.dump(results, sys.stdout, indent=2)

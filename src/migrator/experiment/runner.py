@@ -36,6 +36,8 @@ class Plan:
     seed: int
     out: Path
     link: object | None = None  # a migrator.netns.LinkSpec: run on two hosts with this link
+    poison_rate: float = 0.0  # fraction of pages poisoned on the source (memory errors)
+    poison_pages: str | None = None  # or exactly these pages, e.g. "12,4096-4100"
     quiet: bool = False
     progress: Progress = field(init=False, repr=False)
 
@@ -188,6 +190,23 @@ def _result(m: dict, guest: dict) -> dict:
     out["per_vcpu"] = guest["per_vcpu"]
     out["guest_verify"] = guest.get("verify")
     out["vcpu_run_seconds"] = guest["vcpu_run_seconds"]
+    out["poison"] = {**(m.get("poison") or {}), "guest_sigbus": guest.get("sigbus", {})}
+    return out
+
+
+def poison_comparison(modes: list[dict]) -> dict | None:
+    """Per mode: errors, bytes made inaccessible, guest accesses that hit poison; and the
+    ratio of inaccessible bytes between modes (hugepage / hgm)."""
+    per = {m["mode"]: {"errors": m["poison"].get("errors", 0),
+                       "bytes_inaccessible": m["poison"].get("bytes_inaccessible", 0),
+                       "guest_sigbus": m["poison"].get("guest_sigbus", {}).get("hits", 0)}
+           for m in modes if m.get("poison")}
+    if not any(v["errors"] for v in per.values()):
+        return None
+    out: dict = {"per_mode": per}
+    if "hgm" in per and "hugepage" in per and per["hgm"]["bytes_inaccessible"]:
+        out["bytes_inaccessible_ratio_hugepage_to_hgm"] = (
+            per["hugepage"]["bytes_inaccessible"] / per["hgm"]["bytes_inaccessible"])
     return out
 
 
@@ -212,8 +231,10 @@ def run(plan: Plan) -> dict:
         endpoint, source_url = hosts.source()
         _say(plan, f"generating a {format_size(plan.memory)} guest image (seed {plan.seed}) "
                    "and starting the source")
+        poison = (["--poison-pages", plan.poison_pages] if plan.poison_pages else
+                  ["--poison", str(plan.poison_rate)] if plan.poison_rate else [])
         source = Child("source", ["source", "--listen", endpoint.listen, "--memory",
-                                  str(plan.memory), "--seed", str(plan.seed)], plan.out,
+                                  str(plan.memory), "--seed", str(plan.seed), *poison], plan.out,
                        env={"MIGRATOR_TOKEN": token}, prefix=hosts.source_prefix)
         try:
             source.wait_healthy(endpoint.url, timeout=300)
@@ -222,6 +243,9 @@ def run(plan: Plan) -> dict:
                                                   Path(tmp), hosts))
         finally:
             source.stop()
+    comparison = poison_comparison(results["modes"])
+    if comparison:
+        results["poison"] = comparison
     (plan.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     render_run(load_run(plan.out))
     return results

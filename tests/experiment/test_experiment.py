@@ -1,0 +1,43 @@
+"""`migrator experiment` end to end: both modes, results.json as documented, memory errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cffi_uffd import hugepages
+
+SUMMARY = {"count", "p50", "p90", "p99", "max", "total"}
+
+
+def _experiment(tmp_path, *args: str) -> dict:
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "migrator.cli", "experiment", "--memory",
+                           "128MiB", "--hugepage-size", "2M", "--accesses", "600", "--vcpus",
+                           "2", "--out", str(out), "--json", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+    assert json.loads((out / "results.json").read_text()) == results
+    return results
+
+
+def test_poison_costs_a_huge_page_without_hgm_and_4k_with_it(tmp_path):
+    before = {s: hugepages.pool(s).total for s in hugepages.sizes()}
+    r = _experiment(tmp_path, "--poison-pages", "10,600,5000")
+    assert {s: hugepages.pool(s).total for s in hugepages.sizes()} == before  # given back
+    modes = {m["mode"]: m for m in r["modes"]}
+    assert set(modes) == {"hgm", "hugepage"}
+    for m in modes.values():
+        assert m["phase"] == "complete" and m["mismatched_pages"] == 0
+        assert SUMMARY <= set(m["fault_latency_seconds"]) and SUMMARY <= set(m["vcpu_stall_seconds"])
+        assert m["poison"]["errors"] == 3
+    assert modes["hgm"]["backing"] == "shmem-emulated-hgm"
+    assert modes["hgm"]["poison"]["bytes_inaccessible"] == 3 * 4096
+    assert modes["hugepage"]["backing"] == "hugetlb-2M"
+    assert modes["hugepage"]["poison"]["bytes_inaccessible"] == 3 * (2 << 20)
+    assert r["poison"]["bytes_inaccessible_ratio_hugepage_to_hgm"] == pytest.approx(512)
+    assert r["host"]["hgm"] is False and r["host"]["hgm_detection"]["method"].startswith("madvise")
