@@ -31,7 +31,6 @@ log = logging.getLogger("migrator.source")
 
 PAGES_SLICE = 1 << 20  # /v1/pages writes the image in slices of at most this many bytes
 MSGPACK = "application/msgpack"
-_PAGES_LATENCY = metrics.SOURCE_REQUEST_LATENCY.labels("pages")
 _ENDPOINTS = {f"{PREFIX}/manifest": "manifest", f"{PREFIX}/pages": "pages",
               f"{PREFIX}/stream/urgent": "urgent", f"{PREFIX}/stream/background": "background",
               f"{PREFIX}/status": "status", "/metrics": "metrics"}  # metric labels, by path
@@ -109,7 +108,7 @@ async def _pages(request: web.Request) -> web.StreamResponse:
         log.debug("pages %d+%d: client gone after %d bytes", offset, length, start - offset)
         return response
     counters.add(length)
-    _PAGES_LATENCY.observe(time.perf_counter() - began)
+    metrics.SOURCE_REQUEST_LATENCY.labels("pages").observe(time.perf_counter() - began)
     return response
 
 
@@ -136,8 +135,19 @@ async def _close_streams(app: web.Application) -> None:
         stream.close()
 
 
+def _create_series() -> None:
+    """Export the page-serving series at zero from the start: a series born with its first
+    increment hides that increment from rate() and increase(). Here, not at import: every
+    process that imports this module (the destination's CLI does) would export them too."""
+    for endpoint in ("pages", "urgent", "background"):
+        metrics.SOURCE_REQUEST_LATENCY.labels(endpoint)
+        metrics.SOURCE_SERVED_BYTES.labels(endpoint)
+        metrics.SOURCE_REQUESTS.labels(endpoint, "ok")
+
+
 def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     """The source's aiohttp application serving image; token None means no auth."""
+    _create_series()
     app = web.Application(middlewares=[_require_token], client_max_size=64 << 10)
     app[IMAGE_KEY] = image
     app[STATS_KEY] = Stats()
