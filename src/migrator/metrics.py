@@ -82,6 +82,35 @@ SOURCE_REQUESTS = Counter(
     ("endpoint", "outcome"), registry=REGISTRY)
 
 
+def start_dest_series(mode: str, backing: str, phases: tuple[str, ...]) -> None:
+    """Create every destination series at zero, so rate() and increase() see the first
+    migration's start and panels show 0 rather than 'No data'."""
+    FAULT_LATENCY.labels(mode, backing)
+    VCPU_STALL.labels(mode, backing)
+    for thread in ("vcpu", "other"):
+        FAULTS.labels(mode, backing, thread)
+    for stream in ("urgent", "background"):
+        FETCHED_BYTES.labels(mode, stream)
+        FETCHED_PAGES.labels(mode, stream)
+    PAGES_REMAINING.labels(mode)
+    URGENT_IN_FLIGHT.labels(mode)
+    for phase in phases:
+        MIGRATIONS.labels(mode, phase)
+    MIGRATION_DURATION.labels(mode)
+    for kind in ("eexist", "eagain"):
+        INSTALL_RACES.labels(mode, kind)
+    for cause in ("digest_mismatch", "reconnect"):
+        RETRIES.labels(mode, cause)
+    for cause in ("failed", "guest-lost", "source_lost"):
+        ERRORS.labels(mode, cause)
+    VERIFIED_PAGES.labels(mode)
+    MISMATCHED_PAGES.labels(mode)
+    for origin in ("source", "injected"):
+        MEMORY_ERRORS.labels(mode, origin)
+    POISONED_BYTES.labels(mode)
+    GUEST_SIGBUS.labels(mode)
+
+
 def exposition(accept_header: str | None) -> tuple[bytes, str]:
     """The registry in the text format or OpenMetrics, as the Accept header asks."""
     encoder, content_type = choose_encoder(accept_header or "")

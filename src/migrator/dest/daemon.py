@@ -22,7 +22,7 @@ from ..client.http import fetch_manifest
 from ..protocol.manifest import Manifest
 from . import dashboard
 from .backing import Backing, choose
-from .migration import Migration, SourceLink
+from .migration import PHASES, Migration, SourceLink
 from .session import GuestSession
 
 log = logging.getLogger("migrator.dest")
@@ -42,6 +42,7 @@ class DestDaemon:
         self.background_delay, self.resume_deadline = background_delay, resume_deadline
         self.hgm = detect_hgm(hugepage_size)
         self.backing: Backing = choose(mode, hugepage_size, self.hgm)
+        metrics.start_dest_series(mode, self.backing.backing, PHASES)
         self.manifest = self._fetch_manifest(manifest_deadline)
         if self.manifest.size % hugepage_size:
             raise SystemExit(f"the image is {self.manifest.size} bytes, not a multiple of the "

@@ -117,6 +117,8 @@ class GuestSession:
         if not isinstance(tids, list) or not all(isinstance(t, int) for t in tids):
             raise ProtocolError("'thread_ids' must be a list of integers")
         self.migration.resolver.vcpu_tids.update(tids)
+        for vcpu in range(len(tids)):  # at zero now, so rate() sees the stalls when they come
+            metrics.VCPU_BLOCKTIME.labels(self.migration.backing.mode, str(vcpu))
 
     def _on_stalls(self, msg: dict) -> None:
         samples, vcpus = msg.get("samples_ns"), msg.get("vcpus")
