@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from migrator.stats import summarize
+from migrator.units import format_seconds
 
 SCHEMA = "migrator/loadtest-summary/1"
 
@@ -52,13 +53,6 @@ def build(scenario: str, config: dict, guests: list, records: list[dict], raw: l
             "link": link, "errors": errors, "migrations": records}
 
 
-def _us(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} us"
-
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB" if n else "-"
@@ -80,9 +74,9 @@ def table(s: dict) -> str:
         f, st = m["fault_latency_seconds"], m["vcpu_stall_seconds"]
         rows.append((mode, m["migrations"], m["verified"], m["faults"],
                      f"{m['faults_per_second']:.0f}", f"{m['faults_per_migration_second']:.0f}",
-                     _us(f["p50"]), _us(f["p90"]), _us(f["p99"]),
-                     _us(f["max"]), _us(st["p50"]), _us(st["p99"]),
-                     _us(m["migration_seconds"]["p50"])))
+                     format_seconds(f["p50"]), format_seconds(f["p90"]), format_seconds(f["p99"]),
+                     format_seconds(f["max"]), format_seconds(st["p50"]), format_seconds(st["p99"]),
+                     format_seconds(m["migration_seconds"]["p50"])))
     lines += [""] + _table(rows)
     lines += ["(faults/s: over the guests' wall time, all migrations of the mode together; "
               "per migr.: per second of one migration, on average)"]
@@ -96,7 +90,7 @@ def table(s: dict) -> str:
         lines += ["", f"link: {s['link']['requested']['bandwidth']} / RTT "
                       f"{s['link']['requested']['rtt']} asked; measured "
                       f"{m['throughput_bits_per_second'] / 1e6:.0f} Mbit/s, RTT p50 "
-                      f"{_us(m['rtt_seconds']['p50'])} ({s['link']['applied']['delay']['method']})"]
+                      f"{format_seconds(m['rtt_seconds']['p50'])} ({s['link']['applied']['delay']['method']})"]
     lines += ["", "errors: " + ("none" if not s["errors"] else "")]
     lines += [f"  {e}" for e in s["errors"]]
     return "\n".join(lines)

@@ -27,3 +27,12 @@ def hugepage_label(page_size: int) -> str:
         if page_size % scale == 0:
             return f"{page_size // scale}{unit}"
     return str(page_size)
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for tables: '2.31 s', '3.5 ms', '142 us'."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} us"

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from ..units import format_size
-
-
-def _us(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} us"
+from ..units import format_seconds, format_size
 
 
 def _mib(n: int) -> str:
@@ -23,19 +15,19 @@ def comparison(results: dict) -> str:
         ("backing", lambda m: m["backing_label"]),
         ("granularity", lambda m: format_size(m["granularity_bytes"])),
         ("faults", lambda m: str(m["faults"])),
-        ("fault latency p50", lambda m: _us(m["fault_latency_seconds"]["p50"])),
-        ("fault latency p99", lambda m: _us(m["fault_latency_seconds"]["p99"])),
-        ("fault latency max", lambda m: _us(m["fault_latency_seconds"]["max"])),
+        ("fault latency p50", lambda m: format_seconds(m["fault_latency_seconds"]["p50"])),
+        ("fault latency p99", lambda m: format_seconds(m["fault_latency_seconds"]["p99"])),
+        ("fault latency max", lambda m: format_seconds(m["fault_latency_seconds"]["max"])),
         ("vCPU stalls", lambda m: str(m["vcpu_stall_seconds"]["count"])),
-        ("vCPU stall p50", lambda m: _us(m["vcpu_stall_seconds"]["p50"])),
-        ("vCPU stall p99", lambda m: _us(m["vcpu_stall_seconds"]["p99"])),
-        ("vCPU stall max", lambda m: _us(m["vcpu_stall_seconds"]["max"])),
-        ("vCPU stalled total", lambda m: _us(m["vcpu_stall_seconds"]["total"])),
+        ("vCPU stall p50", lambda m: format_seconds(m["vcpu_stall_seconds"]["p50"])),
+        ("vCPU stall p99", lambda m: format_seconds(m["vcpu_stall_seconds"]["p99"])),
+        ("vCPU stall max", lambda m: format_seconds(m["vcpu_stall_seconds"]["max"])),
+        ("vCPU stalled total", lambda m: format_seconds(m["vcpu_stall_seconds"]["total"])),
         ("bytes urgent", lambda m: f"{m['bytes_urgent'] / 2**20:.1f} MiB"),
         ("bytes background", lambda m: f"{m['bytes_background'] / 2**20:.1f} MiB"),
         ("pages verified", lambda m: f"{m['verified_pages']}/{m['pages_total']}"),
         ("pages mismatched", lambda m: str(m["mismatched_pages"])),
-        ("migration time", lambda m: _us(m["duration_seconds"])),
+        ("migration time", lambda m: format_seconds(m["duration_seconds"])),
         ("result", lambda m: m["phase"] + (f" ({m['error']})" if m.get("error") else "")),
     ]
     if results.get("poison"):
