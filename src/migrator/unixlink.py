@@ -7,6 +7,7 @@ with SCM_RIGHTS on the first byte of the message that carries them.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 
@@ -38,22 +39,35 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 
 def recv(sock: socket.socket, *, expect_fds: int = 0) -> tuple[object, list[int]]:
-    """One message and the fds that came with it (fewer or more than expected is the caller's check)."""
+    """One message and the fds that came with it (fewer or more than expected is the caller's check).
+
+    Raises ProtocolError for a message that is not JSON (or too long, or nested too deep) and
+    ConnectionError when the peer goes away; fds that came with a refused message are closed.
+    """
     fds: list[int] = []
-    if expect_fds:
-        first, fds, _, _ = socket.recv_fds(sock, 1, MAX_FDS)
-        if not first:
-            for fd in fds:
-                socket.close(fd)
-            raise ConnectionError("peer closed the socket")
-        head = first + _recv_exactly(sock, _LEN.size - 1)
-    else:
-        head = _recv_exactly(sock, _LEN.size)
-    (length,) = _LEN.unpack(head)
-    if length > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {length} bytes exceeds the limit {MAX_MESSAGE_BYTES}")
-    body = _recv_exactly(sock, length)
     try:
-        return json.loads(body), fds
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"message is not JSON: {e}") from e
+        if expect_fds:
+            first, fds, _, _ = socket.recv_fds(sock, 1, MAX_FDS)
+            if not first:
+                raise ConnectionError("peer closed the socket")
+            head = first + _recv_exactly(sock, _LEN.size - 1)
+        else:
+            head = _recv_exactly(sock, _LEN.size)
+        (length,) = _LEN.unpack(head)
+        if length > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"message of {length} bytes exceeds the limit {MAX_MESSAGE_BYTES}")
+        body = _recv_exactly(sock, length)
+        try:
+            return json.loads(body, parse_constant=_no_constant), fds
+        except RecursionError:
+            raise ProtocolError("message is not JSON: nested too deeply") from None
+        except ValueError as e:  # also UnicodeDecodeError, and integers of > 4300 digits
+            raise ProtocolError(f"message is not JSON: {e}") from e
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")

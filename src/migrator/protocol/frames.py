@@ -56,6 +56,8 @@ class ReplyHeader:
 
     @classmethod
     def decode(cls, data: bytes | memoryview) -> ReplyHeader:
+        if len(data) != REPLY.size:
+            raise ProtocolError(f"a reply header is {REPLY.size} bytes, not {len(data)}")
         request_id, status, _, offset, length = REPLY.unpack(data)
         return cls(request_id, status, offset, length)
 
@@ -75,9 +77,15 @@ class RequestDecoder:
         del self._buf[: n * REQUEST.size]
         return out
 
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete request received so far (0 between whole requests)."""
+        return len(self._buf)
+
 
 def error_reply(request: PageRequest, status: int, message: str) -> bytes:
-    body = message.encode()[:4096]
+    # at most 4 KiB, cut at a character boundary so the message stays valid UTF-8
+    body = message.encode()[:4096].decode("utf-8", "ignore").encode()
     if status == OK:
         raise ProtocolError("an error reply needs a non-OK status")
     return ReplyHeader(request.request_id, status, request.offset, len(body)).encode() + body

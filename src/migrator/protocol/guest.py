@@ -23,6 +23,7 @@ from .errors import ProtocolError
 VERSION = 1
 MAX_MESSAGE_BYTES = 16 << 20
 MAX_DIGEST_PAGES = 65536
+_ADDRESS_LIMIT = 1 << 64
 
 
 def expect(message: object, kind: str) -> dict:
@@ -44,15 +45,17 @@ def check_regions(regions: object, size: int, page_size: int) -> list[dict]:
     for r in regions:
         if not isinstance(r, dict):
             raise ProtocolError("each region must be an object")
-        try:
-            base, rsize = int(r["base_host_virt_addr"]), int(r["size"])
-            offset, rpage = int(r["offset"]), int(r["page_size"])
-        except (KeyError, TypeError, ValueError) as e:
+        fields = [r.get(k) for k in ("base_host_virt_addr", "size", "offset", "page_size")]
+        # integers only: int() would take 4096.7, "4096" or True, and raise OverflowError on inf
+        if not all(type(v) is int for v in fields):
             raise ProtocolError(f"region {r!r} lacks base_host_virt_addr/size/offset/page_size "
-                                f"as integers ({e})") from e
+                                f"as integers")
+        base, rsize, offset, rpage = fields
         if rpage != page_size:
             raise ProtocolError(f"region page_size {rpage} does not match the layout's "
                                 f"{page_size}; create the memfd with the page size I sent")
+        if not 0 <= base < base + rsize <= _ADDRESS_LIMIT:
+            raise ProtocolError(f"region {r!r} is not within the address space")
         if offset != expected_offset or rsize <= 0 or base % page_size or rsize % page_size:
             raise ProtocolError(f"region {r!r} is not contiguous and {page_size}-aligned "
                                 f"(expected offset {expected_offset})")

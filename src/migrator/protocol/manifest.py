@@ -12,6 +12,7 @@ from .errors import ProtocolError
 
 # Page kinds. Zero pages need no transfer: the destination's fresh memory is already zero.
 DATA, ZERO, POISON = 0, 1, 2
+_KINDS = bytes([DATA, ZERO, POISON])
 MAX_MANIFEST_BYTES = 64 << 20  # a 16 GiB image: 4 Mi pages x (8 digest + 1 kind) bytes, with room
 
 
@@ -66,6 +67,10 @@ class Manifest:
         if len(self.digests) != self.pages or len(self.kinds) != self.pages:
             raise ProtocolError(f"manifest has {len(self.digests)} digests and {len(self.kinds)} "
                                 f"kinds for {self.pages} pages")
+        unknown = bytes(self.kinds).translate(None, _KINDS)
+        if unknown:
+            raise ProtocolError(f"manifest has unknown page kind {unknown[0]} (known: DATA "
+                                f"{DATA}, ZERO {ZERO}, POISON {POISON})")
 
     def encode(self) -> bytes:
         return msgpack.packb({
@@ -79,17 +84,39 @@ class Manifest:
 
     @classmethod
     def decode(cls, data: bytes) -> Manifest:
+        """The manifest in data, or ProtocolError; every field is type-checked before use, so
+        no value (a float, a huge integer for a byte string) can raise anything else."""
         if len(data) > MAX_MANIFEST_BYTES:
             raise ProtocolError(f"manifest of {len(data)} bytes exceeds {MAX_MANIFEST_BYTES}")
         try:
             m = msgpack.unpackb(data, raw=False, max_bin_len=MAX_MANIFEST_BYTES)
-            digests = array("Q")
-            digests.frombytes(m["digests"])
-            regions = [Region(str(r["name"]), int(r["offset"]), int(r["size"])) for r in m["regions"]]
-            return cls(image_id=str(m["image_id"]), regions=regions, digests=digests,
-                       kinds=bytes(m["kinds"]), page_size=int(m["page_size"]),
-                       version=int(m["version"]))
-        except ProtocolError:
-            raise
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as e:
+        except (ValueError, TypeError, msgpack.UnpackException) as e:
             raise ProtocolError(f"malformed manifest: {type(e).__name__}: {e}") from e
+        m = _typed(m, dict, "the manifest")
+        raw_digests = _field(m, "digests", bytes)
+        if len(raw_digests) % 8:
+            raise ProtocolError(f"manifest digests are {len(raw_digests)} bytes, not 8 per page")
+        digests = array("Q")
+        digests.frombytes(raw_digests)
+        regions = []
+        for r in _field(m, "regions", list):
+            r = _typed(r, dict, "a manifest region")
+            regions.append(Region(_field(r, "name", str), _field(r, "offset", int),
+                                  _field(r, "size", int)))
+        return cls(image_id=_field(m, "image_id", str), regions=regions, digests=digests,
+                   kinds=_field(m, "kinds", bytes), page_size=_field(m, "page_size", int),
+                   version=_field(m, "version", int))
+
+
+def _typed(value, kind: type, what: str):
+    # bool is an int to Python, never to the protocol
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"malformed manifest: {what} is a {type(value).__name__}, "
+                            f"not a {kind.__name__}")
+    return value
+
+
+def _field(m: dict, key: str, kind: type):
+    if key not in m:
+        raise ProtocolError(f"malformed manifest: no {key!r}")
+    return _typed(m[key], kind, repr(key))
