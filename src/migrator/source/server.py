@@ -13,13 +13,14 @@ Every path but /healthz needs `Authorization: Bearer <token>` when the source ha
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from aiohttp import hdrs, web
 
 from migrator import metrics
 from migrator.auth import bearer_matches
-from migrator.protocol import PAGE_SIZE, PREFIX, frames
+from migrator.protocol import API_VERSION, PAGE_SIZE, PREFIX, frames
 from migrator.protocol.frames import PageRequest
 
 from .appkeys import IMAGE_KEY, MANIFEST_KEY, STATS_KEY, STREAMS_KEY, TOKEN_KEY
@@ -31,6 +32,7 @@ log = logging.getLogger("migrator.source")
 
 PAGES_SLICE = 1 << 20  # /v1/pages writes the image in slices of at most this many bytes
 MSGPACK = "application/msgpack"
+_DECIMAL = re.compile(r"[0-9]{1,20}")  # 20 digits hold any u64
 _ENDPOINTS = {f"{PREFIX}/manifest": "manifest", f"{PREFIX}/pages": "pages",
               f"{PREFIX}/stream/urgent": "urgent", f"{PREFIX}/stream/background": "background",
               f"{PREFIX}/status": "status", "/metrics": "metrics"}  # metric labels, by path
@@ -49,6 +51,21 @@ async def _require_token(request: web.Request, handler):
     return await handler(request)
 
 
+@web.middleware
+async def _refuse_bodies(request: web.Request, handler):
+    # No endpoint reads a body; refusing one at once beats reading and dropping it.
+    if request.body_exists:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=0, actual_size=request.content_length or 0,
+            text=f"{request.path} takes no request body; send the request without one\n")
+    return await handler(request)
+
+
+async def _unknown_version(request: web.Request) -> web.Response:
+    raise web.HTTPNotFound(text=f"{request.path} is not served: this source speaks API "
+                                f"v{API_VERSION} ({PREFIX}/...); upgrade both daemons together\n")
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -64,14 +81,12 @@ def _int_param(request: web.Request, name: str) -> int:
     raw = request.query.get(name)
     if raw is None:
         raise web.HTTPBadRequest(text=f"missing query parameter {name}: pass {name}=<{what}>\n")
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"query parameter {name}={raw[:40]!r} is not an integer: "
-                                      f"pass {what}\n") from None
-    if value < 0:
-        raise web.HTTPBadRequest(text=f"query parameter {name}={value} is negative: pass {what}\n")
-    return value
+    # ASCII digits only: int() would also take "-0", " 12", "1_000" and other scripts' digits
+    if not _DECIMAL.fullmatch(raw):
+        problem = "is negative" if raw.startswith("-") else "is not a decimal integer"
+        raise web.HTTPBadRequest(text=f"query parameter {name}={raw[:40]!r} {problem}: "
+                                      f"pass {what}\n")
+    return int(raw)
 
 
 async def _pages(request: web.Request) -> web.StreamResponse:
@@ -148,7 +163,8 @@ def _create_series() -> None:
 def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     """The source's aiohttp application serving image; token None means no auth."""
     _create_series()
-    app = web.Application(middlewares=[_require_token], client_max_size=64 << 10)
+    app = web.Application(middlewares=[_require_token, _refuse_bodies],
+                          client_max_size=64 << 10)
     app[IMAGE_KEY] = image
     app[STATS_KEY] = Stats()
     app[STREAMS_KEY] = set()
@@ -161,5 +177,8 @@ def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     app.router.add_get(f"{PREFIX}/status", _status)
     app.router.add_get(f"{PREFIX}/stream/{{stream}}", handle_stream)
     app.router.add_get("/metrics", _metrics)
+    # last, so it never shadows a v1 route: /v2/..., /v0/... say which version is spoken here
+    app.router.add_route("*", r"/{version:v(?!%d/)[0-9]+}/{tail:.*}" % API_VERSION,
+                         _unknown_version)
     app.on_shutdown.append(_close_streams)
     return app

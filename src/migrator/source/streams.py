@@ -36,6 +36,10 @@ SLICE = 256 << 10  # larger replies go out in slices of this size, yielding to t
 WRITE_HIGH, WRITE_LOW = 512 << 10, 128 << 10  # transport buffer limits (pause/resume writing)
 MAX_QUEUED = 1024  # requests waiting for their turn; beyond this, stop reading the socket
 MAX_SESSION_LENGTH = 256
+# An urgent stream is silent for as long as no vCPU faults, which may be minutes, so silence
+# alone never closes a stream. Half a request that stops arriving does: a destination writes
+# each 16-byte request whole, so only a stuck or hostile peer leaves one unfinished this long.
+FRAME_STALL_S = 10.0
 
 
 class PageStreamProtocol(asyncio.Protocol):
@@ -60,6 +64,7 @@ class PageStreamProtocol(asyncio.Protocol):
         self._eof = False
         self._drained: asyncio.Future | None = None
         self._slicer: asyncio.Task | None = None
+        self._stall: asyncio.TimerHandle | None = None  # closes a stream stuck mid-request
 
     # asyncio.Protocol
 
@@ -72,6 +77,7 @@ class PageStreamProtocol(asyncio.Protocol):
         if len(self._queue) >= MAX_QUEUED and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
+        self._watch_stall()
         self._pump()
 
     def eof_received(self) -> bool:
@@ -93,6 +99,7 @@ class PageStreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._queue.clear()
+        self._watch_stall()
         if self._slicer is not None:
             self._slicer.cancel()
         if self._drained is not None and not self._drained.done():
@@ -135,8 +142,25 @@ class PageStreamProtocol(asyncio.Protocol):
         if self._reading_paused and len(self._queue) < MAX_QUEUED // 2:
             self._reading_paused = False
             self._transport.resume_reading()
+            self._watch_stall()
         if self._eof and not self._queue:
             self._transport.close()
+
+    def _watch_stall(self) -> None:
+        """(Re)arm the stall timer while part of a request is buffered and we are reading."""
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        if self._decoder.pending and self._transport is not None and not self._reading_paused:
+            self._stall = asyncio.get_running_loop().call_later(FRAME_STALL_S, self._stalled)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        log.warning("closing the %s stream of session %s: %d of %d bytes of a request, then "
+                    "nothing for %.0f s", self.kind, self.session, self._decoder.pending,
+                    frames.REQUEST.size, FRAME_STALL_S)
+        if self._transport is not None:
+            self._transport.abort()  # not close(): that would wait for a peer that may not read
 
     async def _send_sliced(self, request: PageRequest) -> None:
         # asyncio copies whatever the socket does not take at once into its own buffer, so the
