@@ -43,6 +43,7 @@ class Daemon:
     url: str
     proc: subprocess.Popen = field(repr=False)
     log: Callable[[], str] = field(repr=False)
+    socket: str | None = None  # a destination's guest socket
 
     @property
     def port(self) -> int:
@@ -84,5 +85,5 @@ def manifest(source) -> Image:
 @pytest.fixture(scope="module")
 def dest(source):
     d = Dest(source.url, "hgm", SIZE_2M)
-    yield Daemon(d.url, d.proc, d.log)
+    yield Daemon(d.url, d.proc, d.log, d.socket)
     d.stop()

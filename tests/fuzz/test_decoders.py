@@ -27,25 +27,15 @@ from migrator.protocol.guest import MAX_MESSAGE_BYTES, check_regions, expect
 from migrator.protocol.manifest import DATA, POISON, ZERO, Manifest, Region
 
 from .budget import fuzz
-
-U32, U64 = (1 << 32) - 1, (1 << 64) - 1
+from .strategies import U32, U64, edge_ints, floats, json_texts, json_values
 
 # -- values a peer can send --------------------------------------------------------------------
 
-_edge_ints = st.sampled_from([0, 1, -1, PAGE_SIZE, PAGE_SIZE - 1, U32, U32 + 1, U64, -(1 << 63),
-                              1 << 62, 10 ** 9, 1 << 40])
-_floats = st.floats(allow_nan=True, allow_infinity=True)
-_scalars = (st.none() | st.booleans() | st.integers(-(1 << 63), U64) | _edge_ints | _floats
+_scalars = (st.none() | st.booleans() | st.integers(-(1 << 63), U64) | edge_ints | floats
             | st.text(max_size=40) | st.binary(max_size=64))
 # Anything msgpack can carry, nested a little.
 msgpack_values = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=6),
-    max_leaves=30)
-# Anything JSON can carry (Python's json also reads NaN and Infinity, so a peer can send them).
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | _edge_ints | _floats | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=10), inner,
                                                                 max_size=6),
     max_leaves=30)
@@ -350,14 +340,6 @@ def test_unixlink_recv_of_arbitrary_bytes_raises_only_protocol_or_connection_err
     before = _open_fds()
     _recv_all(wire, expect_fds, send_fds)
     assert _open_fds() == before  # no fd leaks, whatever arrived
-
-
-json_texts = (json_values.map(json.dumps)
-              | st.text(max_size=200)
-              | st.integers(1, 20000).map(lambda n: "[" * n + "]" * n)   # deep nesting
-              | st.integers(1, 20000).map(lambda n: '{"a":' * n + "1" + "}" * n)
-              | st.integers(4000, 6000).map(lambda n: "1" * n)           # a huge integer
-              | st.sampled_from(["NaN", "Infinity", "-Infinity", '{"x": NaN}', "\ufeff{}"]))
 
 
 @fuzz(300)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from .budget import fuzz
 from .conftest import AUTH, RSS_GROWTH_LIMIT, assert_no_errors_of_ours
-from .http_strategies import any_request, check_any_reply
+from .strategies import any_request, check_any_reply
 from .rawhttp import connect, exchange, read_reply, request_bytes
 
 _KNOWN = ["/healthz", "/metrics", "/v1/status", "/", "/dashboard", "/v1/dashboard",

@@ -20,7 +20,7 @@ from migrator.protocol.handshake import STREAMS, UPGRADE_TOKEN
 
 from .budget import fuzz
 from .conftest import AUTH, RSS_GROWTH_LIMIT, assert_no_errors_of_ours
-from .http_strategies import any_request, check_any_reply
+from .strategies import any_request, check_any_reply
 from .pagestream import assert_pages, read_frame_reply, upgraded
 from .rawhttp import connect, exchange, read_reply, request_bytes
 

@@ -1,15 +1,36 @@
-"""Hypothesis strategies for HTTP requests of every shape, and the contract any reply keeps."""
+"""Hypothesis strategies shared by the fuzz tests: JSON values a peer can send, HTTP requests of
+every shape, and the contract any HTTP reply keeps."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 from hypothesis import strategies as st
 
+from migrator.protocol import PAGE_SIZE
 from migrator.protocol.handshake import UPGRADE_TOKEN
 
 from .conftest import AUTH, TOKEN
 from .rawhttp import Reply, request_bytes
+
+U32, U64 = (1 << 32) - 1, (1 << 64) - 1
+edge_ints = st.sampled_from([0, 1, -1, PAGE_SIZE, PAGE_SIZE - 1, U32, U32 + 1, U64, -(1 << 63),
+                             1 << 62, 10 ** 9, 1 << 40])
+floats = st.floats(allow_nan=True, allow_infinity=True)
+# Anything JSON can carry (Python's json also reads NaN and Infinity, so a peer can send them).
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | edge_ints | floats | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=6),
+    max_leaves=30)
+json_texts = (json_values.map(json.dumps)
+              | st.text(max_size=200)
+              | st.integers(1, 20000).map(lambda n: "[" * n + "]" * n)   # deep nesting
+              | st.integers(1, 20000).map(lambda n: '{"a":' * n + "1" + "}" * n)
+              | st.integers(4000, 6000).map(lambda n: "1" * n)           # a huge integer
+              | st.sampled_from(["NaN", "Infinity", "-Infinity", '{"x": NaN}', "\ufeff{}"]))
+
 
 methods = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
                            "CONNECT", "BREW"]) | st.from_regex(r"[A-Z]{1,12}", fullmatch=True)
