@@ -211,6 +211,14 @@ def test_upgrades_happen_only_when_everything_is_right(source, manifest, method,
         assert_pages(manifest, 3 * PAGE_SIZE, body)
 
 
+def test_a_head_request_never_becomes_a_stream(source):
+    wire = request_bytes("HEAD", "/v1/stream/urgent?session=head",
+                         AUTH + [("Connection", "Upgrade"), ("Upgrade", UPGRADE_TOKEN)],
+                         close=False)
+    reply = exchange(source.port, wire, head=True)
+    assert reply is not None and reply.status == 405, reply
+
+
 def _read_all(s: socket.socket, pending: bytes, limit: int = 256 << 20) -> bytes:
     buf = bytearray(pending)
     while chunk := s.recv(1 << 20):

@@ -175,7 +175,8 @@ def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     app.router.add_get(f"{PREFIX}/manifest", _manifest)
     app.router.add_get(f"{PREFIX}/pages", _pages)
     app.router.add_get(f"{PREFIX}/status", _status)
-    app.router.add_get(f"{PREFIX}/stream/{{stream}}", handle_stream)
+    # GET only: aiohttp would also route HEAD here, and a HEAD must not turn into a stream
+    app.router.add_get(f"{PREFIX}/stream/{{stream}}", handle_stream, allow_head=False)
     app.router.add_get("/metrics", _metrics)
     # last, so it never shadows a v1 route: /v2/..., /v0/... say which version is spoken here
     app.router.add_route("*", r"/{version:v(?!%d/)[0-9]+}/{tail:.*}" % API_VERSION,
