@@ -11,6 +11,7 @@ import struct
 import threading
 import tracemalloc
 from array import array
+from urllib.parse import parse_qs
 
 import msgpack
 import pytest
@@ -24,6 +25,9 @@ from migrator.protocol.frames import (
     MAX_REQUEST_LENGTH, REQUEST, PageRequest, ReplyHeader, RequestDecoder, error_reply,
 )
 from migrator.protocol.guest import MAX_MESSAGE_BYTES, check_regions, expect
+from migrator.protocol.handshake import (
+    STREAMS, check_upgrade_response, stream_path, upgrade_request,
+)
 from migrator.protocol.manifest import DATA, POISON, ZERO, Manifest, Region
 
 from .budget import fuzz
@@ -290,6 +294,42 @@ def test_reply_header_decode_of_arbitrary_bytes_is_a_header_or_a_protocol_error(
         assert len(data) != frames.REPLY.size
         return
     assert len(data) == frames.REPLY.size and h.encode()[:4] == data[:4]
+
+
+# -- the upgrade handshake -----------------------------------------------------------------------
+
+@fuzz(500)
+@given(st.binary(max_size=300) | st.builds(
+    lambda code, reason, body: f"HTTP/1.1 {code} {reason}\r\nX: y\r\n\r\n".encode() + body,
+    st.sampled_from(["101", "200", "401", "426", "", "1O1"]) | st.text(max_size=5),
+    st.text(max_size=20), st.binary(max_size=40)))
+def test_check_upgrade_response_is_a_101_or_a_protocol_error(head):
+    try:
+        check_upgrade_response(head)
+    except ProtocolError as e:
+        assert str(e)
+        return
+    assert head.split(b"\r\n", 1)[0].split(b" ")[1] == b"101"
+
+
+@fuzz(300)
+@given(st.sampled_from(STREAMS), st.text(), st.none() | st.text(
+    st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40))
+def test_upgrade_requests_carry_any_session_without_breaking_the_request_line(stream, session,
+                                                                             token):
+    head = upgrade_request("127.0.0.1:1", stream, token, session)
+    request_line, *headers = head.decode().split("\r\n")
+    method, target, version = request_line.split(" ")
+    assert (method, version) == ("GET", "HTTP/1.1")
+    path, _, query = target.partition("?")
+    assert path == stream_path(stream)
+    assert parse_qs(query, keep_blank_values=True) == {"session": [session]}
+    assert headers[-2:] == ["", ""] and all(":" in h for h in headers[:-2])
+
+
+def test_unknown_streams_are_a_protocol_error():
+    with pytest.raises(ProtocolError, match="unknown stream"):
+        stream_path("sideways")
 
 
 # -- the guest socket: unixlink and the messages on it -------------------------------------------
