@@ -124,10 +124,6 @@ def test_dest_serves_others_while_slow_heads_trickle(dest):
         heads.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dest: web.run_app's default keepalive_timeout (75 s) is also how long a client may take to "
-    "send a request head; fix: pass keepalive_timeout=10 to web.run_app in dest/daemon.py "
-    "serve(), as the source does with KEEPALIVE_TIMEOUT"))
 def test_dest_closes_slow_heads(dest):
     heads = Trickler(dest.port, 4)
     try:

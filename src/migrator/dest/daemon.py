@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -16,7 +17,7 @@ from aiohttp import web
 from cffi_uffd import detect_hgm
 
 from .. import metrics
-from ..webauth import require_token
+from ..webauth import refuse_bodies, require_token
 from ..client.errors import SourceTLSError, Unauthorized
 from ..client.http import fetch_manifest
 from ..protocol.manifest import Manifest
@@ -32,6 +33,8 @@ log = logging.getLogger("migrator.dest")
 _SWITCH_INTERVAL_S = 50e-6
 _MANIFEST_RETRY_S = (0.2, 0.5, 1, 2, 5)
 PUBLIC_PATHS = ("/healthz", "/", "/dashboard")
+# Also how long a client may take to send a request head (slowloris).
+KEEPALIVE_TIMEOUT = 10.0
 
 
 class DestDaemon:
@@ -149,11 +152,12 @@ def build_app(daemon: DestDaemon) -> web.Application:
         if migration is None:
             raise web.HTTPNotFound(text=f"no migration {session!r}; see /v1/status\n")
         try:
-            body = await request.json()
+            # json.loads detects UTF-8/16/32 itself; request.json() would trust the charset.
+            body = json.loads(await request.read())
             page = body["page"]
             if not isinstance(page, int) or isinstance(page, bool):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise web.HTTPBadRequest(text='send a JSON object {"page": N}, N a 4 KiB page index\n')
         try:
             result = await asyncio.get_running_loop().run_in_executor(
@@ -166,7 +170,8 @@ def build_app(daemon: DestDaemon) -> web.Application:
 
     # The dashboard page itself holds no data (it asks /v1/... with the token), so it is public
     # like /healthz.
-    app = web.Application(middlewares=[require_token(daemon.source.token, PUBLIC_PATHS)],
+    app = web.Application(middlewares=[require_token(daemon.source.token, PUBLIC_PATHS),
+                                       refuse_bodies(accepting=("POST",))],
                           client_max_size=64 << 10)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
@@ -188,6 +193,6 @@ def serve(daemon: DestDaemon, host: str, port: int,
              daemon.source.url)
     try:
         web.run_app(build_app(daemon), host=host, port=port, print=None, handle_signals=True,
-                    ssl_context=ssl_context)
+                    ssl_context=ssl_context, keepalive_timeout=KEEPALIVE_TIMEOUT)
     finally:
         daemon.close()

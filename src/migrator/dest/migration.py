@@ -49,6 +49,8 @@ class Migration:
         self.guest_report: dict = {}
         self.stall_samples: list[float] = []  # seconds, as the guest measured them
         self.injected_poison: list[int] = []  # pages poisoned on this host during the run
+        self.closed = False
+        self._closing = threading.Lock()
         self.done = threading.Event()
         self._stop = threading.Event()
         self._memfd = memfd
@@ -154,6 +156,12 @@ class Migration:
         """A memory error on this host in a guest page: the page's whole granule becomes
         inaccessible to the guest (4 KiB with HGM, the huge page without), as the kernel
         would do. Returns what was poisoned."""
+        with self._closing:
+            if self.closed:
+                raise ValueError("the guest has left; nothing to poison")
+            return self._inject_poison(page)
+
+    def _inject_poison(self, page: int) -> dict:
         if not 0 <= page < self.manifest.pages:
             raise ValueError(f"page {page} is outside the guest's {self.manifest.pages} pages")
         if self.phase not in ("running", "paused", "complete"):
@@ -204,6 +212,10 @@ class Migration:
         return self.resolver.counters.verified_pages + self.puller.counters.verified_pages
 
     def close(self) -> None:
+        # Under the lock inject_poison() holds: once the guest's fds are closed their numbers
+        # may belong to the next guest, whose memory must never be punched by mistake.
+        with self._closing:
+            self.closed = True
         self._stop.set()
         for t in self._threads:
             if t is not threading.current_thread() and t.is_alive():

@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 
 from migrator import metrics
 from migrator.auth import bearer_matches
+from migrator.webauth import refuse_bodies
 from migrator.protocol import API_VERSION, PAGE_SIZE, PREFIX, frames
 from migrator.protocol.frames import PageRequest
 
@@ -48,16 +49,6 @@ async def _require_token(request: web.Request, handler):
             # Deliberately the same answer for a missing, malformed or wrong token.
             raise web.HTTPUnauthorized(text="unauthorized\n",
                                        headers={hdrs.WWW_AUTHENTICATE: "Bearer"})
-    return await handler(request)
-
-
-@web.middleware
-async def _refuse_bodies(request: web.Request, handler):
-    # No endpoint reads a body; refusing one at once beats reading and dropping it.
-    if request.body_exists:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=0, actual_size=request.content_length or 0,
-            text=f"{request.path} takes no request body; send the request without one\n")
     return await handler(request)
 
 
@@ -163,7 +154,7 @@ def _create_series() -> None:
 def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     """The source's aiohttp application serving image; token None means no auth."""
     _create_series()
-    app = web.Application(middlewares=[_require_token, _refuse_bodies],
+    app = web.Application(middlewares=[_require_token, refuse_bodies()],
                           client_max_size=64 << 10)
     app[IMAGE_KEY] = image
     app[STATS_KEY] = Stats()
