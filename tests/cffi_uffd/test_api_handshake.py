@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from cffi_uffd import Feature, FeatureUnsupported, Ioctl, UffdError, supported_features
+from cffi_uffd import Feature, FeatureUnsupported, Ioctl, UffdError
 
 UNKNOWN_BIT = 1 << 40  # no kernel defines it
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cffi_uffd import SIZE_1G, SIZE_2M, hugepages
+from cffi_uffd import SIZE_2M, hugepages
 from helpers.daemons import start_source, stop_daemon
 
 IMAGE = "128MiB"

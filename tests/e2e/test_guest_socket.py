@@ -3,7 +3,6 @@ destination keeps serving the next guest."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket

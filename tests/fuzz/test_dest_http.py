@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 

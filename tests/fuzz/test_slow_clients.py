@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 
-import pytest
 
 from migrator.protocol import PAGE_SIZE, frames
 from migrator.protocol.frames import PageRequest

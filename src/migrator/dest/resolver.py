@@ -13,7 +13,6 @@ import time
 from cffi_uffd import PageExists, PageFault, Remove, Unmap, Userfaultfd
 
 from .. import metrics
-from ..protocol import PAGE_SIZE
 from .installer import Installer, MigrationFailed, StreamCounters
 from .pages import ABSENT, CLAIMED, POISONED, PRESENT, PageTable
 from .reconnect import TRANSIENT, SourceStream
