@@ -142,3 +142,32 @@ def test_slow_and_truncated_replies(own_source):
         assert proxy.injected >= 3 and m["recoveries"]
     finally:
         dest.stop()
+
+
+def test_a_destination_that_stalls_for_seconds_loses_nothing(own_source):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proxy, _, _ = own_source
+    pages = fetch_manifest(proxy.url, TOKEN).pages
+    proxy.delay_s = 0.001  # long enough a migration to stall in the middle of
+    dest = Dest(proxy.url, "hgm", SIZE_2M)
+    try:
+        guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
+                                  dest.socket, "--vcpus", "2", "--accesses", "2000", "--json"],
+                                 stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not dest.status()["migrations"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(dest.proc.pid, signal.SIGSTOP)  # the whole daemon freezes, streams mid-reply
+        time.sleep(3)
+        os.kill(dest.proc.pid, signal.SIGCONT)
+        out, _ = guest.communicate(timeout=120)
+        _assert_nothing_lost(json.loads(out), pages)
+    finally:
+        dest.stop()
