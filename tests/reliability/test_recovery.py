@@ -3,7 +3,12 @@ slow replies. Every run must end with 0 lost and 0 mismatched pages."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -42,6 +47,17 @@ def own_source():
         stop_daemon(p)
 
 
+def _start_guest(dest: Dest, *args: str) -> tuple[subprocess.Popen, str]:
+    """A guest process, once its migration has started; returns it and the session."""
+    guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
+                              dest.socket, *args, "--json"], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not dest.status()["migrations"]:
+        assert time.monotonic() < deadline and guest.poll() is None, "the guest never handed over"
+        time.sleep(0.05)
+    return guest, dest.status()["migrations"][0]["session"]
+
+
 def _assert_nothing_lost(report: dict, pages: int) -> dict:
     m = report["migration"]
     assert m["phase"] == "complete", m.get("error")
@@ -75,15 +91,7 @@ def test_source_killed_and_restarted_from_the_same_image(own_source):
     proxy.delay_s = 0.002  # slow enough that the migration is mid-way when the source dies
     dest = Dest(proxy.url, "hgm", SIZE_2M, "--resume-deadline", "60")
     try:
-        import subprocess, sys, json  # noqa: E401
-        guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
-                                  dest.socket, "--vcpus", "2", "--accesses", "2000", "--json"],
-                                 stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while not dest.status()["migrations"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        session = dest.status()["migrations"][0]["session"]
+        guest, session = _start_guest(dest, "--vcpus", "2", "--accesses", "2000")
         time.sleep(0.3)
         proc.kill()  # kill -9
         proc.wait()
@@ -109,14 +117,7 @@ def test_migration_fails_clearly_when_the_source_never_returns(own_source):
     proxy, _, proc = own_source
     dest = Dest(proxy.url, "hgm", SIZE_2M, "--resume-deadline", "2", "--background-delay", "1")
     try:
-        import subprocess, sys, json  # noqa: E401
-        guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
-                                  dest.socket, "--vcpus", "1", "--accesses", "50", "--json"],
-                                 stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while not dest.status()["migrations"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        guest, session = _start_guest(dest, "--vcpus", "1", "--accesses", "50")
         proc.kill()
         proc.wait()
         proxy.break_all()
@@ -145,24 +146,12 @@ def test_slow_and_truncated_replies(own_source):
 
 
 def test_a_destination_that_stalls_for_seconds_loses_nothing(own_source):
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-
     proxy, _, _ = own_source
     pages = fetch_manifest(proxy.url, TOKEN).pages
     proxy.delay_s = 0.001  # long enough a migration to stall in the middle of
     dest = Dest(proxy.url, "hgm", SIZE_2M)
     try:
-        guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
-                                  dest.socket, "--vcpus", "2", "--accesses", "2000", "--json"],
-                                 stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while not dest.status()["migrations"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        guest, session = _start_guest(dest, "--vcpus", "2", "--accesses", "2000")
         time.sleep(0.2)
         os.kill(dest.proc.pid, signal.SIGSTOP)  # the whole daemon freezes, streams mid-reply
         time.sleep(3)
