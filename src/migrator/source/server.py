@@ -19,8 +19,7 @@ import time
 from aiohttp import hdrs, web
 
 from migrator import metrics
-from migrator.auth import bearer_matches
-from migrator.webauth import refuse_bodies
+from migrator.webauth import refuse_bodies, require_token
 from migrator.protocol import API_VERSION, PAGE_SIZE, PREFIX, frames
 from migrator.protocol.frames import PageRequest
 
@@ -39,17 +38,8 @@ _ENDPOINTS = {f"{PREFIX}/manifest": "manifest", f"{PREFIX}/pages": "pages",
               f"{PREFIX}/status": "status", "/metrics": "metrics"}  # metric labels, by path
 
 
-@web.middleware
-async def _require_token(request: web.Request, handler):
-    token = request.app.get(TOKEN_KEY)
-    if token is not None and request.path != "/healthz":
-        if not bearer_matches(request.headers.get(hdrs.AUTHORIZATION), token):
-            unauthorized = request.app[STATS_KEY].unauthorized
-            unauthorized[_ENDPOINTS.get(request.path, "other")] += 1
-            # Deliberately the same answer for a missing, malformed or wrong token.
-            raise web.HTTPUnauthorized(text="unauthorized\n",
-                                       headers={hdrs.WWW_AUTHENTICATE: "Bearer"})
-    return await handler(request)
+def _count_unauthorized(request: web.Request) -> None:
+    request.app[STATS_KEY].unauthorized[_ENDPOINTS.get(request.path, "other")] += 1
 
 
 async def _unknown_version(request: web.Request) -> web.Response:
@@ -154,7 +144,7 @@ def _create_series() -> None:
 def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     """The source's aiohttp application serving image; token None means no auth."""
     _create_series()
-    app = web.Application(middlewares=[_require_token, refuse_bodies()],
+    app = web.Application(middlewares=[require_token(token, on_reject=_count_unauthorized), refuse_bodies()],
                           client_max_size=64 << 10)
     app[IMAGE_KEY] = image
     app[STATS_KEY] = Stats()
