@@ -41,7 +41,6 @@ class StreamCounters:
     refetches: int = 0
     eexist: int = 0
     eagain: int = 0
-    poisoned_pages: int = 0  # 4 KiB pages made inaccessible by poison markers
     latencies: list[float] = field(default_factory=list)  # seconds, one per resolved fault
 
     def __post_init__(self) -> None:
@@ -179,7 +178,6 @@ class Installer:
             self.uffd.poison(self.guest_base + start, end - start)
         except PageExists:
             counters.race("eexist")  # marked already (a fault on it got there first)
-        counters.poisoned_pages += self.pages_per_granule
 
     def install(self, start: int, end: int, counters: StreamCounters) -> None:
         """CONTINUE image bytes [start, end) into the guest, poison markers where poisoned."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-from cffi_uffd import PageExists, PageFault, Remove, Unmap, Userfaultfd
+from cffi_uffd import PageExists, PageFault, Userfaultfd
 
 from .. import metrics
 from .installer import Installer, MigrationFailed, StreamCounters
@@ -32,7 +32,6 @@ class FaultResolver:
         self._in_flight = metrics.URGENT_IN_FLIGHT.labels(mode)
         self.faults = 0
         self.faults_by_thread: dict[int, int] = {}
-        self.removes = 0
         self.waited_on_background = 0  # faults on a granule the puller was installing
         self.urgent_idle = threading.Event()
         self.urgent_idle.set()
@@ -61,8 +60,7 @@ class FaultResolver:
                     self.faults += 1
                     self.faults_by_thread[ev.thread_id] = self.faults_by_thread.get(ev.thread_id, 0) + 1
                     self._faults["vcpu" if ev.thread_id in self.vcpu_tids else "other"].inc()
-                elif isinstance(ev, (Remove, Unmap)):
-                    self.removes += 1  # page cache keeps the data; a re-fault is re-installed
+                # Remove/Unmap: the page cache keeps the data; a re-fault is re-installed.
             self._resolve(wanted, missing, now)
 
     def _resolve(self, wanted: dict[int, int], missing: set[int], read_at: float) -> None:
