@@ -131,6 +131,28 @@ def test_migration_fails_clearly_when_the_source_never_returns(own_source):
         dest.stop()
 
 
+def test_a_guest_whose_vcpus_are_stuck_on_a_failed_migration_reports_and_exits(own_source):
+    proxy, _, proc = own_source
+    proxy.delay_s = 0.001  # every fault takes a while: a vCPU is surely mid-fault below
+    dest = Dest(proxy.url, "hgm", SIZE_2M, "--resume-deadline", "2", "--background-delay", "60")
+    try:
+        guest, _ = _start_guest(dest, "--vcpus", "2", "--pattern", "uniform",
+                                "--accesses", "20000")
+        time.sleep(0.3)
+        proc.kill()
+        proc.wait()
+        proxy.break_all()
+        proxy.refusing = True
+        out, _ = guest.communicate(timeout=60)
+        report = json.loads(out)
+        assert guest.returncode == 1
+        assert report["vcpus_blocked"] is True
+        assert report["migration"]["phase"] == "failed"
+        assert "did not come back within 2s" in report["migration"]["error"]
+    finally:
+        dest.stop()
+
+
 def test_slow_and_truncated_replies(own_source):
     proxy, _, _ = own_source
     pages = fetch_manifest(proxy.url, TOKEN).pages

@@ -35,6 +35,10 @@ def run(args) -> int:
     if args.json:
         json.dump(report, sys.stdout)
         print()
+    elif report.get("vcpus_blocked"):
+        m = report["migration"]
+        print(f"migration {m.get('phase')}: {m.get('error')}; the vCPUs are blocked on faults "
+              "nobody will resolve: the guest is lost")
     else:
         _print(report)
     ok = (report.get("migration", {}).get("phase") == "complete"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+import threading
 import time
 
 from ..protocol import PAGE_SIZE
@@ -24,6 +25,7 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
     link = DestinationLink(socket_path, vcpus)
     layout = link.layout
     memory = GuestMemory(layout["size"], layout["memory_page_size"])
+    stuck = False
     try:
         # Plan the vCPUs' accesses before switchover: once the destination is ready, memory
         # is migrating and the vCPUs must already be running.
@@ -32,7 +34,30 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
                          trace.load(replay, pages) if replay else None)
         link.hand_over(memory)
         started = time.monotonic()
-        vcpu.run_all(runs, link.announce_vcpus)
+        # The destination's verdict can come while vCPUs still run: if the migration fails,
+        # they are blocked on faults nobody will resolve, and the guest is lost.
+        verdict: dict = {}
+        heard = threading.Event()
+
+        def listen() -> None:
+            try:
+                verdict.update(link.wait_complete(completion_timeout))
+            except Exception as e:  # reported below, from this thread
+                verdict["error"] = f"{type(e).__name__}: {e}"
+            heard.set()
+
+        threading.Thread(target=listen, daemon=True).start()
+        vcpus = threading.Thread(target=vcpu.run_all, args=(runs, link.announce_vcpus),
+                                 daemon=True)
+        vcpus.start()
+        while vcpus.is_alive():
+            vcpus.join(0.1)
+            if heard.is_set() and verdict.get("phase") != "complete" and vcpus.is_alive():
+                stuck = True  # their memory must stay mapped under them until we exit
+                return {"session": link.session, "mode": layout["mode"],
+                        "backing": layout["backing"], "backing_label": layout["backing_label"],
+                        "vcpus_blocked": True,
+                        "migration": {k: v for k, v in verdict.items() if k not in ("type", "guest")}}
         vcpu_seconds = time.monotonic() - started
         stalls = [t for r in runs for t in r.stalls_ns()]
         if record:
@@ -51,7 +76,10 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
         link.send({"type": "stalls", "threshold_ns": vcpu.STALL_THRESHOLD_NS,
                    "vcpus": report["per_vcpu"], "samples_ns": stalls[:MAX_STALL_SAMPLES],
                    "sigbus": report["sigbus"]["hits"]})
-        complete = link.wait_complete(completion_timeout)
+        if not heard.wait(completion_timeout) or "phase" not in verdict:
+            raise SystemExit(f"no verdict from the destination on the migration: "
+                             f"{verdict.get('error', f'nothing within {completion_timeout:.0f}s')}")
+        complete = verdict
         report["migration"] = {k: v for k, v in complete.items() if k not in ("type", "guest")}
         if complete.get("phase") == "complete":
             poisoned = complete.get("poison", {}).get("ranges", [])
@@ -61,7 +89,8 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
         return report
     finally:
         link.close()
-        memory.close()
+        if not stuck:
+            memory.close()
 
 
 def _sigbus_report(runs: list[vcpu.VcpuRun], base: int) -> dict:

@@ -74,7 +74,9 @@ def run_all(runs: list[VcpuRun], announce: Callable[[list[int]], None] | None = 
         # A VMM turns SIGBUS on poisoned memory into a machine check for the guest and goes on.
         r.latency_ns, _, r.sigbus, _ = touch_catching_sigbus(r.addresses, r.writes, r.values)
 
-    threads = [threading.Thread(target=body, args=(r,), name=f"vcpu{r.vcpu}") for r in runs]
+    # daemon: a vCPU blocked on a fault nobody will resolve must not keep the process alive
+    threads = [threading.Thread(target=body, args=(r,), name=f"vcpu{r.vcpu}", daemon=True)
+               for r in runs]
     for t in threads:
         t.start()
     try:
