@@ -47,10 +47,25 @@ def own_source():
         stop_daemon(p)
 
 
+_GUESTS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_guest_left_behind():
+    """A test that fails mid-way must not leave its guest process running: stop it by PID."""
+    yield
+    while _GUESTS:
+        guest = _GUESTS.pop()
+        if guest.poll() is None:
+            guest.kill()
+            guest.wait()
+
+
 def _start_guest(dest: Dest, *args: str) -> tuple[subprocess.Popen, str]:
     """A guest process, once its migration has started; returns it and the session."""
     guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
                               dest.socket, *args, "--json"], stdout=subprocess.PIPE, text=True)
+    _GUESTS.append(guest)
     deadline = time.monotonic() + 30
     while not dest.status()["migrations"]:
         assert time.monotonic() < deadline and guest.poll() is None, "the guest never handed over"
