@@ -9,8 +9,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # What the installed package is built from: a change here means pip must install again.
-BUILD_INPUTS := pyproject.toml setup.py src/cffi_uffd/_build.py \
-	$(filter-out src/cffi_uffd/_native.c,$(wildcard src/cffi_uffd/*.h src/cffi_uffd/*.c))
+BUILD_INPUTS := pyproject.toml setup.py cffi_uffd/_build.py \
+	$(filter-out cffi_uffd/_native.c,$(wildcard cffi_uffd/*.h cffi_uffd/*.c))
 INSTALLED := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
 EXPERIMENT_ARGS ?= --out results/latest
@@ -32,7 +32,7 @@ test: system-deps $(INSTALLED_TEST)
 
 # Prometheus, Chromium and iproute2 for the tests that use real ones (apt, where missing).
 system-deps:
-	scripts/system-deps
+	.ci/system-deps
 
 # The venv, from the machine's python3 (>= 3.11). A venv whose interpreter link dangles (its
 # base Python was removed) counts as missing and is made again.
@@ -56,6 +56,6 @@ $(INSTALLED_TEST): $(BIN)/python $(BUILD_INPUTS)
 	touch $(INSTALLED) $@
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
-	rm -f src/cffi_uffd/_native.c src/cffi_uffd/_native.o src/cffi_uffd/_native*.so
-	find src tests bench -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -f cffi_uffd/_native.c cffi_uffd/_native.o cffi_uffd/_native*.so
+	find migrator cffi_uffd tests loadtests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true

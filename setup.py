@@ -1,4 +1,4 @@
 # cffi's setuptools hook needs setup(); all other metadata lives in pyproject.toml.
 from setuptools import setup
 
-setup(cffi_modules=["src/cffi_uffd/_build.py:ffibuilder"])
+setup(cffi_modules=["cffi_uffd/_build.py:ffibuilder"])

@@ -11,7 +11,7 @@ from functools import cache
 @cache
 def _groups() -> dict[str, set[str]]:
     path = shutil.which("systemd-analyze")
-    assert path, "systemd-analyze is missing: install the systemd package (scripts/system-deps)"
+    assert path, "systemd-analyze is missing: install the systemd package (.ci/system-deps)"
     listing = subprocess.run([path, "syscall-filter"], capture_output=True, text=True,
                              timeout=30).stdout
     groups: dict[str, set[str]] = {}

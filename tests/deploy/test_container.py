@@ -85,7 +85,7 @@ def test_the_build_stage_installs_the_compiler_and_kernel_headers_cffi_needs():
 
 def test_every_copied_path_exists_and_the_ignore_file_keeps_it():
     sources = _copies_from_context()
-    assert {"pyproject.toml", "setup.py", "README.md", "src/"} <= set(sources)
+    assert {"pyproject.toml", "setup.py", "README.md", "migrator/", "cffi_uffd/"} <= set(sources)
     for source in sources:
         assert (REPO / source).exists(), source
     patterns = _ignore_patterns()
@@ -95,8 +95,8 @@ def test_every_copied_path_exists_and_the_ignore_file_keeps_it():
 
 def test_the_ignore_file_keeps_the_venv_and_build_products_out():
     for rel in (".venv/bin/python", "results/latest/results.json", ".git/config",
-                "src/cffi_uffd/_native.abi3.so", "src/cffi_uffd/_native.c",
-                "src/migrator/__pycache__/cli.cpython-311.pyc", "src/migrator.egg-info/PKG-INFO"):
+                "cffi_uffd/_native.abi3.so", "cffi_uffd/_native.c",
+                "migrator/__pycache__/cli.cpython-311.pyc", "migrator.egg-info/PKG-INFO"):
         assert not _in_context(rel), rel
 
 

@@ -243,7 +243,7 @@ def _prometheus_query(url: str, query: str) -> list[dict]:
 def test_the_deployed_prometheus_config_scrapes_both_confined_daemons(workdir, env, source,
                                                                        tmp_path):
     prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is missing: install the prometheus package (scripts/system-deps)"
+    assert prometheus, "prometheus is missing: install the prometheus package (.ci/system-deps)"
     source_proc, source_url = source
     dest, dest_url, _ = _dest(workdir, env, source_url, "hgm")
     config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
@@ -311,7 +311,7 @@ def _get(url: str, path: str) -> bytes:
 def test_the_daemons_make_no_system_call_their_units_filter_out(workdir, env):
     """strace -f over a confined source and destination through start, a migration, the HTTP
     endpoints and SIGTERM: every call is on the unit's SystemCallFilter= allow-list."""
-    assert shutil.which("strace"), "strace is missing: install it (scripts/system-deps)"
+    assert shutil.which("strace"), "strace is missing: install it (.ci/system-deps)"
     traces = {name: workdir / f"{name}.strace" for name in ("source", "dest")}
     source, source_url = _source(workdir, env, "source-traced", traces["source"])
     try:

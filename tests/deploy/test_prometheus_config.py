@@ -12,7 +12,7 @@ CONFIG = DEPLOY / "prometheus/prometheus.yml"
 
 def test_promtool_accepts_the_scrape_config_with_its_token_file(tmp_path):
     promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: install the prometheus package (scripts/system-deps)"
+    assert promtool, "promtool is missing: install the prometheus package (.ci/system-deps)"
     # promtool checks that the credentials file exists: point it at a real one.
     token = tmp_path / "token"
     token.write_text("t0ken\n")

@@ -23,7 +23,7 @@ MAX_EXPOSURE = 2.0
 
 def _analyze() -> str:
     path = shutil.which("systemd-analyze")
-    assert path, "systemd-analyze is missing: install the systemd package (scripts/system-deps)"
+    assert path, "systemd-analyze is missing: install the systemd package (.ci/system-deps)"
     return path
 
 

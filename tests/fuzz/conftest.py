@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+import migrator
 
 from cffi_uffd import SIZE_2M
 from helpers.daemons import daemon_log, start_source, stop_daemon
@@ -19,6 +22,7 @@ from e2e.conftest import TOKEN, Dest
 IMAGE = "64MiB"
 SEED = 31
 AUTH = [("Authorization", f"Bearer {TOKEN}")]
+PACKAGE_DIR = Path(migrator.__file__).parent
 RSS_GROWTH_LIMIT = 96 << 20  # generous: the allocator keeps some of what a burst used
 
 
@@ -34,7 +38,7 @@ def rss_bytes(pid: int) -> int:
 def assert_no_errors_of_ours(log: str) -> None:
     """aiohttp logs each malformed request with a traceback of its parser (noisy, harmless);
     nothing of ours may have raised."""
-    for sign in ("src/migrator/", "Task exception was never retrieved", "Exception in callback"):
+    for sign in (f'File "{PACKAGE_DIR}/', "Task exception was never retrieved", "Exception in callback"):
         assert sign not in log, log[-4000:]
 
 

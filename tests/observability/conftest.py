@@ -56,7 +56,7 @@ class ScrapedMigration:
 @pytest.fixture(scope="package")
 def scraped_migration():
     if not prometheus.available():
-        pytest.skip("no prometheus binary (apt-get install prometheus; scripts/system-deps)")
+        pytest.skip("no prometheus binary (apt-get install prometheus; .ci/system-deps)")
     source_proc, source_url = start_source(IMAGE, seed=7, token=TOKEN)
     dest = prom = None
     try:

@@ -177,7 +177,7 @@ def test_promtool_check_metrics_passes(scraped_migration, daemon):
     strict OpenMetrics parser, and Prometheus itself scraped it (it asks for OpenMetrics first)."""
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("no promtool (apt-get install prometheus; scripts/system-deps)")
+        pytest.skip("no promtool (apt-get install prometheus; .ci/system-deps)")
     scraped = scraped_migration.metrics[daemon]
     out = subprocess.run([promtool, "check", "metrics"], input=scraped["text"].encode(),
                          capture_output=True, timeout=30)

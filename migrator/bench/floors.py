@@ -1,4 +1,4 @@
-"""The floor programs in bench/ (plain C): compiled on demand, run, their JSON read back."""
+"""The floor programs in floors/ (plain C): compiled on demand, run, their JSON read back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
+FLOORS_DIR = Path(__file__).with_name("floors")
 
 
 @cache
@@ -17,7 +17,7 @@ def _build_dir() -> Path:
 
 
 def _binary(name: str) -> Path:
-    source = BENCH_DIR / f"{name}.c"
+    source = FLOORS_DIR / f"{name}.c"
     if not source.exists():
         raise SystemExit(f"floor program {source} not found: run `migrator bench` from a source "
                          "checkout (pip install -e .)")

@@ -2,9 +2,9 @@
 
 The toucher is cffi_uffd.touch in one thread (C loop, GIL released); the handler is a Python
 thread: Userfaultfd.read_events, write 4 KiB through the alias view, continue_. The C floor is
-bench/uffd_minor_rtt.c, compiled here into a temporary directory and run with the same pages.
+floors/uffd_minor_rtt.c, compiled here into a temporary directory and run with the same pages.
 
-    .venv/bin/python bench/minor_rtt.py [--pages 4096] [--runs 3] [--placement P] [--json]
+    .venv/bin/python -m migrator.bench.minor_rtt [--pages 4096] [--runs 3] [--placement P] [--json]
 
 --placement: "default" lets the scheduler choose; "same" pins handler and toucher to CPU 0;
 "cross" pins the handler to CPU 1 and the toucher to CPU 0. On a VM the cross-CPU wake-up
@@ -28,7 +28,7 @@ from cffi_uffd import (
     PAGE_SIZE, Feature, Mapping, RegisterMode, Userfaultfd, fallocate, memfd, touch,
 )
 
-C_SOURCE = Path(__file__).with_name("uffd_minor_rtt.c")
+C_SOURCE = Path(__file__).with_name("floors") / "uffd_minor_rtt.c"
 PLACEMENTS = {"default": (None, None), "same": (0, 0), "cross": (1, 0)}  # (handler, toucher)
 
 
