@@ -22,6 +22,11 @@ _MB = ("mode", "backing")
 FAULT_LATENCY = Histogram(
     "migrator_fault_latency_seconds", "Time from reading a fault to installing its page.",
     _MB, buckets=LATENCY_BUCKETS, registry=REGISTRY)
+FAULT_STAGE = Histogram(
+    "migrator_fault_stage_seconds", "The anatomy of urgent 4 KiB/huge-page faults: time in each "
+    "stage from the guest's access to its resume (queue, request, network, receive, verify, "
+    "install, wake); observed when the guest reports its stalls.", ("mode", "backing", "stage"),
+    buckets=LATENCY_BUCKETS, registry=REGISTRY)
 VCPU_STALL = Histogram(
     "migrator_vcpu_stall_seconds", "vCPU stalls as the guest measured them (accesses slower "
     "than the guest's stall threshold).", _MB, buckets=LATENCY_BUCKETS, registry=REGISTRY)
@@ -86,6 +91,8 @@ def start_dest_series(mode: str, backing: str, phases: tuple[str, ...]) -> None:
     """Create every destination series at zero, so rate() and increase() see the first
     migration's start and panels show 0 rather than 'No data'."""
     FAULT_LATENCY.labels(mode, backing)
+    for stage in ("queue", "request", "network", "receive", "verify", "install", "wake"):
+        FAULT_STAGE.labels(mode, backing, stage)
     VCPU_STALL.labels(mode, backing)
     for thread in ("vcpu", "other"):
         FAULTS.labels(mode, backing, thread)
@@ -109,6 +116,32 @@ def start_dest_series(mode: str, backing: str, phases: tuple[str, ...]) -> None:
         MEMORY_ERRORS.labels(mode, origin)
     POISONED_BYTES.labels(mode)
     GUEST_SIGBUS.labels(mode)
+
+
+def set_bounds(histogram) -> None:
+    """Give a C loop's histogram (struct dp_histogram) the upper bounds of LATENCY_BUCKETS,
+    in ns; the buckets past them, the last one +Inf, get the largest bound."""
+    n = len(histogram.bounds_ns)
+    if len(LATENCY_BUCKETS) + 1 > n:
+        raise ValueError(f"{len(LATENCY_BUCKETS)} buckets do not fit in {n}")
+    for i in range(n):
+        histogram.bounds_ns[i] = (int(LATENCY_BUCKETS[i] * 1e9) if i < len(LATENCY_BUCKETS)
+                                  else 2**64 - 1)
+
+
+def add_observations(child, bucket_counts: list[int], total: float) -> None:
+    """Add observations counted elsewhere (the C loops' histograms, same buckets, +Inf last)
+    to a Histogram child: per-bucket counts, not cumulative, and their sum in seconds.
+
+    prometheus_client has no public call for this; its children keep exactly these two
+    things (_buckets, _sum), unchanged since 0.4."""
+    if len(bucket_counts) != len(child._buckets):
+        raise ValueError(f"{len(bucket_counts)} counts for {len(child._buckets)} buckets")
+    for bucket, n in zip(child._buckets, bucket_counts):
+        if n:
+            bucket.inc(n)
+    if total:
+        child._sum.inc(total)
 
 
 def exposition(accept_header: str | None) -> tuple[bytes, str]:

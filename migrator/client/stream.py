@@ -19,6 +19,7 @@ from migrator.protocol.handshake import (
 )
 
 from ._url import BaseURL
+from .relay import TLSRelay
 from .errors import (
     SourceRefused, SourceUnreachable, StreamBroken, StreamError, Unauthorized, reason,
     tls_failure,
@@ -40,6 +41,7 @@ class PageStream:
         self._pending = b""  # bytes read past the 101's head (none, from a well-behaved source)
         self._header = bytearray(REPLY.size)
         self._header_view = memoryview(self._header)
+        self._relay: TLSRelay | None = None
         try:
             sock = socket.create_connection((base.host, base.port), timeout=timeout)
         except OSError as e:
@@ -172,8 +174,26 @@ class PageStream:
                                 f"with {header}: the stream is out of step")
         self.recv_into(view[:length] if len(view) != length else view)
 
+    def handover(self) -> int:
+        """A file descriptor for a C loop to speak frames on, straight to the source: this
+        stream's own socket, or, over TLS, one end of a local pair relayed through TLS.
+        The stream keeps owning it: close() closes it."""
+        if self._sock is None:
+            raise StreamBroken(f"stream to {self.url} is closed", url=self.url)
+        if self._pending:
+            raise StreamBroken(f"{self.url} sent {len(self._pending)} bytes before any request: "
+                               f"the stream is out of step", url=self.url)
+        if isinstance(self._sock, ssl.SSLSocket):
+            if self._relay is None:
+                self._relay = TLSRelay(self._sock)
+            return self._relay.fileno()
+        return self._sock.fileno()
+
     def close(self) -> None:
         sock, self._sock = getattr(self, "_sock", None), None
+        relay, self._relay = getattr(self, "_relay", None), None
+        if relay is not None:
+            relay.close()
         if sock is not None:
             sock.close()
 

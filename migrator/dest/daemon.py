@@ -14,23 +14,21 @@ import time
 
 from aiohttp import web
 
-from cffi_uffd import detect_hgm
-
 from .. import metrics
+from ..errors import MigratorError
+from ..host import hgm
 from ..webauth import refuse_bodies, require_token
 from ..client.errors import SourceTLSError, Unauthorized
 from ..client.http import fetch_manifest
 from ..protocol.manifest import Manifest
 from . import dashboard
 from .backing import Backing, choose
+from .dataplane import BackgroundPolicy
 from .migration import PHASES, Migration, SourceLink
 from .session import GuestSession
 
 log = logging.getLogger("migrator.dest")
 
-# The fault thread must get the GIL back quickly when its socket read returns; the default
-# 5 ms switch interval would add up to 5 ms to a fault whenever the puller holds the GIL.
-_SWITCH_INTERVAL_S = 50e-6
 _MANIFEST_RETRY_S = (0.2, 0.5, 1, 2, 5)
 PUBLIC_PATHS = ("/healthz", "/", "/dashboard")
 # Also how long a client may take to send a request head (slowloris).
@@ -39,17 +37,18 @@ KEEPALIVE_TIMEOUT = 10.0
 
 class DestDaemon:
     def __init__(self, source: SourceLink, mode: str, hugepage_size: int, guest_socket: str,
-                 manifest_deadline: float = 60.0, background_delay: float = 0.0,
+                 manifest_deadline: float = 60.0, policy: BackgroundPolicy = BackgroundPolicy(),
                  resume_deadline: float = 60.0):
         self.source, self.guest_socket_path = source, guest_socket
-        self.background_delay, self.resume_deadline = background_delay, resume_deadline
-        self.hgm = detect_hgm(hugepage_size)
+        self.policy, self.resume_deadline = policy, resume_deadline
+        self.hgm = hgm.detect(hugepage_size)
         self.backing: Backing = choose(mode, hugepage_size, self.hgm)
         metrics.start_dest_series(mode, self.backing.backing, PHASES)
         self.manifest = self._fetch_manifest(manifest_deadline)
         if self.manifest.size % hugepage_size:
-            raise SystemExit(f"the image is {self.manifest.size} bytes, not a multiple of the "
-                             f"{hugepage_size}-byte huge page; use --hugepage-size 2M or another image")
+            raise MigratorError(f"the image is {self.manifest.size} bytes, not a multiple of the "
+                                f"{hugepage_size}-byte huge page; use --hugepage-size 2M or "
+                                f"another image")
         self.migrations: list[Migration] = []
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
@@ -61,12 +60,14 @@ class DestDaemon:
                 return fetch_manifest(self.source.url, self.source.token,
                                       ssl_context=self.source.ssl_context)
             except SourceTLSError as e:  # retrying would not help
-                raise SystemExit(f"cannot fetch the manifest from {self.source.url}: {e}") from None
+                raise MigratorError(f"cannot fetch the manifest from {self.source.url}: "
+                                    f"{e}") from None
             except Unauthorized as e:
-                raise SystemExit(f"the source at {self.source.url} refused our token: {e}") from e
+                raise MigratorError(f"the source at {self.source.url} refused our token: "
+                                    f"{e}") from e
             except ConnectionError as e:
                 if time.monotonic() > end:
-                    raise SystemExit(f"cannot fetch the manifest from {self.source.url}: {e}")
+                    raise MigratorError(f"cannot fetch the manifest from {self.source.url}: {e}")
                 time.sleep(_MANIFEST_RETRY_S[min(attempt, len(_MANIFEST_RETRY_S) - 1)])
         raise AssertionError("unreachable")
 
@@ -184,7 +185,6 @@ def build_app(daemon: DestDaemon) -> web.Application:
 def serve(daemon: DestDaemon, host: str, port: int,
           ssl_context: ssl.SSLContext | None = None) -> None:
     """Serve HTTP (HTTPS with ssl_context) until a signal; guests connect to the UNIX socket."""
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     daemon.listen_guests()
     b = daemon.backing
     log.info("destination on %s://%s:%d, guests on %s, mode %s (%s), granularity %d, hgm "

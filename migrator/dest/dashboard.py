@@ -7,7 +7,7 @@
 
 Everything is computed here, so the page only draws: throughput is a rate over the last few
 seconds of polls (whoever polls), and the latency histograms are log-spaced bins that grow
-incrementally, since the resolver's latency list only ever grows.
+from the migration's fault log at each poll.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..protocol import PAGE_SIZE
-from .pages import PRESENT
+from .dataplane import PRESENT
 
 if TYPE_CHECKING:
     from .daemon import DestDaemon
@@ -54,17 +54,8 @@ class _Track:
     """What the dashboard remembers about one migration between polls."""
 
     def __init__(self, started: float) -> None:
-        self.counts = [0] * (len(EDGES) - 1)
-        self.seen = 0  # latencies already binned
         # (time, urgent bytes, background bytes); the first poll's rate is the one since start
         self.samples: deque[tuple[float, int, int]] = deque([(started, 0, 0)])
-
-    def histogram(self, latencies: list[float]) -> list[int]:
-        new = latencies[self.seen:len(latencies)]  # the list only grows; take what is new
-        for s in new:
-            self.counts[bin_index(s)] += 1
-        self.seen += len(new)
-        return self.counts
 
     def rates(self, now: float, urgent: int, background: int) -> tuple[float, float]:
         """Bytes per second on each stream over the last RATE_WINDOW_S of polls."""
@@ -112,8 +103,8 @@ class Dashboard:
         }
 
     def _row(self, m: Migration, track: _Track, now: float) -> dict:
-        r, p = m.resolver.counters, m.puller.counters
-        urgent, background = r.bytes, p.bytes
+        plane = m.plane
+        urgent, background = plane.counters("urgent").bytes, plane.counters("background").bytes
         urgent_rate, background_rate = track.rates(now, urgent, background)
         granule_pages = m.backing.granularity // PAGE_SIZE
         return {
@@ -124,15 +115,15 @@ class Dashboard:
             "phase": m.phase,
             "error": m.error,
             "pages_total": m.manifest.pages,
-            "pages_present": m.table.present * granule_pages,
-            "faults": m.resolver.faults,
+            "pages_present": plane.present * granule_pages,
+            "faults": plane.counters("urgent").faults,
             "bytes_urgent": urgent,
             "bytes_background": background,
             "urgent_bytes_per_second": urgent_rate,
             "background_bytes_per_second": background_rate,
             "duration_seconds": (m.finished or now) - m.started,
-            "fault_latency_histogram": list(track.histogram(r.latencies)),
-            "page_map": page_map(m.table.state),
+            "fault_latency_histogram": histogram(m.telemetry.fault_latencies()),
+            "page_map": page_map(plane.states()),
         }
 
     # -- handlers -------------------------------------------------------------------------------
@@ -156,12 +147,19 @@ class Dashboard:
         return web.json_response({
             "session": m.session, "mode": m.backing.mode, "backing": m.backing.backing,
             "backing_label": m.backing.label, "phase": m.phase,
-            "fault_latency_seconds": list(m.resolver.counters.latencies),
+            "fault_latency_seconds": m.telemetry.fault_latencies(),
             "vcpu_stall_seconds": list(m.stall_samples),
         })
 
 
-def page_map(state: bytearray, cells: int = MAP_CELLS) -> list[float]:
+def histogram(latencies: list[float]) -> list[int]:
+    counts = [0] * (len(EDGES) - 1)
+    for s in latencies:
+        counts[bin_index(s)] += 1
+    return counts
+
+
+def page_map(state: bytes, cells: int = MAP_CELLS) -> list[float]:
     """The fraction of granules present in each of `cells` equal stretches of memory."""
     n = len(state)
     cells = min(cells, n)

@@ -1,4 +1,10 @@
-"""One guest's migration: its memory, its two streams, the fault resolver and the puller."""
+"""One guest's migration: its memory, its two streams, and the C loops that fill it.
+
+Python here is the control plane: it sets up the data plane over the guest's memory, runs
+the fault loop and the background loop (each a C loop with the GIL released, each on its own
+stream to the source, each reconnecting through SourceStream), keeps the metrics up to date
+from the loops' counters, decides the phase, and answers /v1/status.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +14,25 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from cffi_uffd import Mapping, Userfaultfd, fallocate
+from cffi_uffd import Mapping, fallocate
 
 from .. import metrics
 from ..client.stream import PageStream
-from ..protocol import PAGE_SIZE
 from ..protocol.manifest import POISON, ZERO, Manifest
 from ..stats import summarize
 from .backing import Backing
-from .installer import Installer
-from .pages import ABSENT, CLAIMED, POISONED, PRESENT, PageTable
-from .puller import BackgroundPuller
+from .dataplane import (
+    ABSENT, BACKGROUND, DONE, FAILED, GUEST_GONE, POISONED, PRESENT, URGENT, BackgroundPolicy,
+    DataPlane,
+)
+from .errors import MigrationFailed
 from .reconnect import Recovery, SourceStream
-from .resolver import FaultResolver
+from .telemetry import Telemetry
 
 log = logging.getLogger("migrator.dest")
 
 PHASES = ("starting", "running", "paused", "complete", "failed", "guest-lost")
+_WATCH_S = 0.1  # how often metrics are brought up to date and completion is checked
 
 
 @dataclass(frozen=True)
@@ -39,9 +47,10 @@ class SourceLink:
 
 class Migration:
     def __init__(self, session: str, manifest: Manifest, backing: Backing, source: SourceLink,
-                 uffd_fd: int, memfd: int, guest_base: int, background_delay: float = 0.0,
-                 resume_deadline: float = 60.0):
+                 uffd_fd: int, memfd: int, guest_base: int,
+                 policy: BackgroundPolicy = BackgroundPolicy(), resume_deadline: float = 60.0):
         self.session, self.manifest, self.backing = session, manifest, backing
+        self.policy = policy
         self.phase = "starting"
         self.error: str | None = None
         self.started = time.monotonic()
@@ -53,12 +62,11 @@ class Migration:
         self._closing = threading.Lock()
         self.done = threading.Event()
         self._stop = threading.Event()
-        self._memfd = memfd
-        self.uffd = Userfaultfd(fd=uffd_fd)
+        self._memfd, self._uffd_fd = memfd, uffd_fd
         self.alias = Mapping.shared(memfd, manifest.size, page_size=backing.memory_page_size)
-        self.table = PageTable(manifest.size // backing.granularity)
-        self.installer = Installer(manifest, backing.granularity, self.alias, self.uffd,
-                                   guest_base, self.table)
+        self.plane = DataPlane(manifest, backing.granularity, self.alias, uffd_fd, guest_base,
+                               policy)
+        self.telemetry = Telemetry(self.plane, backing)
         self._phase_lock = threading.Lock()
         self._paused_streams: set[str] = set()
         self.recoveries: list[Recovery] = []
@@ -67,16 +75,18 @@ class Migration:
                          backing.mode, self._pause, self._resume, self._stop)
             for name in ("urgent", "background")
         ]
-        self.resolver = FaultResolver(self.uffd, self.installer, self.table, self._streams[0],
-                                      guest_base, manifest.size, self._stop, backing.mode,
-                                      backing.backing)
-        self.puller = BackgroundPuller(self.installer, self.table, self._streams[1],
-                                       self.resolver, self._stop, background_delay)
         self._threads = [
-            threading.Thread(target=self._guard, args=(self.resolver.run,), name=f"faults-{session}", daemon=True),
-            threading.Thread(target=self._guard, args=(self._pull,), name=f"pull-{session}", daemon=True),
+            threading.Thread(target=self._guard, args=(self._faults,), name=f"faults-{session}",
+                             daemon=True),
+            threading.Thread(target=self._guard, args=(self._background,),
+                             name=f"pull-{session}", daemon=True),
+            threading.Thread(target=self._guard, args=(self._watch,), name=f"watch-{session}",
+                             daemon=True),
         ]
+        self._background_done = threading.Event()
+        self._injected_absent: set[int] = set()  # granules poisoned here before their install
 
+    # -- phases -----------------------------------------------------------------------------
     def _pause(self, stream: str) -> None:
         with self._phase_lock:
             self._paused_streams.add(stream)
@@ -96,15 +106,16 @@ class Migration:
         metrics.MIGRATIONS.labels(mode, phase).inc()
         self.phase = phase
         if phase not in ("running", "paused"):
-            remaining = self.manifest.pages - self.resolver.counters.pages - self.puller.counters.pages
-            metrics.PAGES_REMAINING.labels(mode).dec(remaining)
+            self.telemetry.sync()
+            metrics.PAGES_REMAINING.labels(mode).dec(self.telemetry.pages_remaining)
 
     def start(self) -> None:
-        metrics.MIGRATIONS.labels(self.backing.mode, self.phase).inc()
-        metrics.PAGES_REMAINING.labels(self.backing.mode).inc(self.manifest.pages)
-        metrics.MEMORY_ERRORS.labels(self.backing.mode, "source").inc(self.manifest.count(POISON))
-        metrics.POISONED_BYTES.labels(self.backing.mode).inc(
-            len(self.installer.poisoned) * self.installer.granularity)
+        mode = self.backing.mode
+        metrics.MIGRATIONS.labels(mode, self.phase).inc()
+        metrics.PAGES_REMAINING.labels(mode).inc(self.manifest.pages)
+        metrics.MEMORY_ERRORS.labels(mode, "source").inc(self.manifest.count(POISON))
+        self.plane.poison_source_pages()
+        metrics.POISONED_BYTES.labels(mode).inc(len(self.plane.poisoned) * self.backing.granularity)
         self._set_phase("running")
         for t in self._threads:
             t.start()
@@ -112,45 +123,78 @@ class Migration:
     def _guard(self, body) -> None:
         try:
             body()
+        except MigrationFailed as e:
+            if not self._stop.is_set():
+                log.error("migration %s failed: %s", self.session, e)
+                self.fail(str(e), phase=e.phase)
         except Exception as e:  # any failure ends this migration, loudly, never silently
             if not self._stop.is_set():
                 log.exception("migration %s failed", self.session)
                 self.fail(f"{type(e).__name__}: {e}")
 
-    def _pull(self) -> None:
-        self.puller.run()
-        while not self.table.all_present.wait(0.05):
-            if self._stop.is_set():
+    # -- the loops ---------------------------------------------------------------------------
+    def _loop_ended(self, rc: int) -> None:
+        if rc == FAILED:
+            raise MigrationFailed(self.plane.error)
+        if rc == GUEST_GONE:
+            raise MigrationFailed("the guest exited mid-migration: its address space is gone",
+                                  phase="guest-lost")
+
+    def _faults(self) -> None:
+        self._loop_ended(self._streams[0].run(self.plane.run_faults))
+
+    def _background(self) -> None:
+        if self._stop.wait(self.policy.delay):
+            return
+        rc = self._streams[1].run(self.plane.run_background)
+        self._loop_ended(rc)
+        if rc == DONE:
+            self._background_done.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(_WATCH_S):
+            self.telemetry.sync()
+            if self._background_done.is_set() and self.plane.complete:
+                self._complete()
                 return
-        self._complete()
 
     def _complete(self) -> None:
+        self.telemetry.sync()
         expected = self.manifest.pages - self.unverified_poisoned_pages
-        if self.installer.mismatched_pages or self.verified_pages != expected:
+        if self.plane.mismatched_pages or self.verified_pages != expected:
             self.fail(f"verified {self.verified_pages} of {expected} pages, "
-                      f"{len(self.installer.mismatched_pages)} mismatched")
+                      f"{self.plane.mismatched_pages} mismatched")
             return
         self.finished = time.monotonic()
         self._set_phase("complete")
+        self._stop.set()
+        self.plane.stop()
         metrics.MIGRATION_DURATION.labels(self.backing.mode).observe(self.finished - self.started)
         log.info("migration %s complete: %d pages verified in %.2fs", self.session,
                  self.verified_pages, self.finished - self.started)
         self.done.set()
 
     def fail(self, reason: str, phase: str = "failed") -> None:
-        if self.phase not in ("starting", "running", "paused"):
-            return
-        self.error = reason
-        self._set_phase(phase)
+        with self._phase_lock:
+            if self.phase not in ("starting", "running", "paused"):
+                return
+            self.error = reason
+            self._set_phase(phase)
         metrics.ERRORS.labels(self.backing.mode, phase).inc()
         self.finished = time.monotonic()
         self._stop.set()
+        self.plane.stop()
         self.done.set()
 
+    # -- memory errors -----------------------------------------------------------------------
     @property
     def unverified_poisoned_pages(self) -> int:
-        """Pages never fetched because their granule was poisoned on the source."""
-        return len(self.installer.poisoned_on_source) * self.installer.pages_per_granule
+        """Pages never fetched because their granule was poisoned before it was installed."""
+        return len(self._poisoned_unfetched) * self.plane.pages_per_granule
+
+    @property
+    def _poisoned_unfetched(self) -> set[int]:
+        return self.plane.poisoned_on_source | self._injected_absent
 
     def inject_poison(self, page: int) -> dict:
         """A memory error on this host in a guest page: the page's whole granule becomes
@@ -166,22 +210,23 @@ class Migration:
             raise ValueError(f"page {page} is outside the guest's {self.manifest.pages} pages")
         if self.phase not in ("running", "paused", "complete"):
             raise ValueError(f"the migration is {self.phase}; nothing to poison")
-        inst, table = self.installer, self.table
-        granule = page // inst.pages_per_granule
-        with table.lock:
-            state = table.state[granule]
-            if state == CLAIMED:
-                raise BlockingIOError(f"page {page} is being installed right now; retry")
-            table.state[granule] = CLAIMED if state == ABSENT else state
-        start, end = inst.byte_range(granule, granule + 1)
+        plane, granularity = self.plane, self.backing.granularity
+        granule = page // plane.pages_per_granule
+        state = plane.claim_for_poison(granule)
+        if state in (URGENT, BACKGROUND):
+            raise BlockingIOError(f"page {page} is being installed right now; retry")
+        start, end = granule * granularity, (granule + 1) * granularity
         if state in (ABSENT, PRESENT):
-            inst.poisoned.add(granule)
-            # Mark first: a fault from now on poisons instead of re-installing.
-            table.mark_poisoned(granule)
-            if state == PRESENT:
-                # Take the page away from the guest (and free it), as memory_failure() would.
-                fallocate(self._memfd, start, end - start, punch_hole=True)
-            inst.poison(granule, self.resolver.counters)
+            try:
+                if state == PRESENT:
+                    # Take the page away from the guest (and free it), as memory_failure() would.
+                    fallocate(self._memfd, start, end - start, punch_hole=True)
+                plane.poison(granule)
+            except BaseException:
+                plane.release_poison_claim(granule, state)
+                raise
+            if state == ABSENT:
+                self._injected_absent.add(granule)
             self.injected_poison.append(page)
             metrics.MEMORY_ERRORS.labels(self.backing.mode, "injected").inc()
             metrics.POISONED_BYTES.labels(self.backing.mode).inc(end - start)
@@ -189,27 +234,28 @@ class Migration:
                 "was": {ABSENT: "absent", PRESENT: "installed", POISONED: "poisoned"}[state]}
 
     def poison_report(self) -> dict:
-        inst = self.installer
-        granules = sorted(inst.poisoned)
+        granularity = self.backing.granularity
         ranges: list[list[int]] = []
-        for g in granules:
-            start = g * inst.granularity
+        for g in sorted(self.plane.poisoned):
+            start = g * granularity
             if ranges and ranges[-1][0] + ranges[-1][1] == start:
-                ranges[-1][1] += inst.granularity
+                ranges[-1][1] += granularity
             else:
-                ranges.append([start, inst.granularity])
+                ranges.append([start, granularity])
         return {
             "source_pages": self.manifest.count(POISON),
             "injected_pages": len(self.injected_poison),
             "errors": self.manifest.count(POISON) + len(self.injected_poison),
-            "granules": len(granules),
-            "bytes_inaccessible": len(granules) * inst.granularity,
+            "granules": len(self.plane.poisoned),
+            "bytes_inaccessible": len(self.plane.poisoned) * granularity,
             "ranges": ranges,
         }
 
+    # -- reports -----------------------------------------------------------------------------
     @property
     def verified_pages(self) -> int:
-        return self.resolver.counters.verified_pages + self.puller.counters.verified_pages
+        p = self.plane
+        return p.counters("urgent").verified_pages + p.counters("background").verified_pages
 
     def close(self) -> None:
         # Under the lock inject_poison() holds: once the guest's fds are closed their numbers
@@ -217,17 +263,21 @@ class Migration:
         with self._closing:
             self.closed = True
         self._stop.set()
+        self.plane.stop()
         for t in self._threads:
             if t is not threading.current_thread() and t.is_alive():
                 t.join(timeout=5)
         for s in self._streams:
             s.close()
+        if not any(t.is_alive() for t in self._threads):
+            self.plane.close()
         self.alias.close()
-        self.uffd.close()
+        os.close(self._uffd_fd)
         os.close(self._memfd)
 
     def report(self) -> dict:
-        r, p = self.resolver.counters, self.puller.counters
+        plane, t = self.plane, self.telemetry
+        urgent, background = plane.counters("urgent"), plane.counters("background")
         end = self.finished or time.monotonic()
         return {
             "session": self.session,
@@ -237,23 +287,25 @@ class Migration:
             "backing": self.backing.backing,
             "backing_label": self.backing.label,
             "granularity_bytes": self.backing.granularity,
-            "faults": self.resolver.faults,
-            "fault_threads": len(self.resolver.faults_by_thread),
-            "faults_waited_on_background": self.resolver.waited_on_background,
-            "fault_latency_seconds": summarize(r.latencies),
-            "bytes_urgent": r.bytes,
-            "bytes_background": p.bytes,
-            "background_bytes_per_second": self.puller.throughput(),
-            "pages_urgent": r.pages,
-            "pages_background": p.pages,
+            "faults": urgent.faults,
+            "fault_threads": t.fault_threads,
+            "faults_waited_on_background": urgent.faults_waited,
+            "fault_latency_seconds": summarize(t.fault_latencies()),
+            "fault_stages": t.stage_summary(),
+            "bytes_urgent": urgent.bytes,
+            "bytes_background": background.bytes,
+            "background_bytes_per_second": t.background_throughput(),
+            "background_policy": asdict(self.policy),
+            "pages_urgent": urgent.pages,
+            "pages_background": background.pages,
             "pages_total": self.manifest.pages,
-            "pages_present": self.table.present * (self.backing.granularity // PAGE_SIZE),
+            "pages_present": plane.present * plane.pages_per_granule,
             "zero_pages": self.manifest.count(ZERO),
             "verified_pages": self.verified_pages,
-            "mismatched_pages": len(self.installer.mismatched_pages),
-            "refetched_pages": r.refetches + p.refetches,
-            "eexist": r.eexist + p.eexist,
-            "eagain": r.eagain + p.eagain,
+            "mismatched_pages": plane.mismatched_pages,
+            "refetched_pages": urgent.refetched_pages + background.refetched_pages,
+            "eexist": urgent.eexist + background.eexist,
+            "eagain": urgent.eagain + background.eagain,
             "duration_seconds": end - self.started,
             "recoveries": [asdict(r) for r in self.recoveries],
             "poison": self.poison_report(),

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import metrics
-from ..client.errors import SourceRefused, Unauthorized, reason
+from ..client.errors import SourceRefused, StreamBroken, Unauthorized, reason
 from ..client.http import fetch_manifest
 from ..client.stream import PageStream
-from .installer import MigrationFailed
+from .dataplane import LINK
+from .errors import MigrationFailed
 
 log = logging.getLogger("migrator.dest")
 
@@ -52,6 +53,18 @@ class SourceStream:
 
     def __post_init__(self) -> None:
         self.stream = self.link.open(self.name, self.session)
+
+    def run(self, loop: Callable[[int], int]) -> int:
+        """Run a C loop over this stream's connection until it ends other than by a broken
+        link; after each break, reconnect (or fail after the deadline) and run it again."""
+        while True:
+            rc = loop(self.stream.handover())
+            if rc != LINK:
+                return rc
+            if self.stop.is_set():
+                return rc
+            self.reconnect(StreamBroken(f"the {self.name} stream to {self.link.url} broke",
+                                        url=self.link.url))
 
     def reconnect(self, error: BaseException) -> PageStream:
         """Replace the broken connection; raise MigrationFailed after `deadline` seconds."""

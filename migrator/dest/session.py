@@ -9,7 +9,7 @@ import threading
 import uuid
 from typing import Callable
 
-from .. import metrics, unixlink
+from .. import metrics, unixmessages
 from ..protocol.errors import ProtocolError
 from ..protocol.guest import MAX_DIGEST_PAGES, VERSION, check_regions, expect
 from .migration import Migration
@@ -28,7 +28,7 @@ class GuestSession:
 
     def _send(self, message: dict, fds: list[int] | None = None) -> None:
         with self._send_lock:
-            unixlink.send(self.conn, message, fds)
+            unixmessages.send(self.conn, message, fds)
 
     def run(self) -> None:
         try:
@@ -54,13 +54,13 @@ class GuestSession:
 
     def _handshake(self) -> None:
         self.conn.settimeout(_HANDSHAKE_TIMEOUT_S)
-        msg, _ = unixlink.recv(self.conn)
+        msg, _ = unixmessages.recv(self.conn)
         hello = expect(msg, "hello")
         if hello.get("version") != VERSION:
             raise ProtocolError(f"guest speaks version {hello.get('version')!r}, this "
                                 f"destination speaks {VERSION}")
         self._send(self.daemon.layout())
-        msg, fds = unixlink.recv(self.conn, expect_fds=2)
+        msg, fds = unixmessages.recv(self.conn, expect_fds=2)
         try:
             memory = expect(msg, "memory")
             if len(fds) != 2:
@@ -76,7 +76,7 @@ class GuestSession:
                 raise ProtocolError(f"memfd is {os.fstat(fds[1]).st_size} bytes, the layout "
                                     f"needs {manifest.size}")
             self.migration = Migration(self.id, manifest, self.daemon.backing, self.daemon.source,
-                                       fds[0], fds[1], base, self.daemon.background_delay,
+                                       fds[0], fds[1], base, self.daemon.policy,
                                        self.daemon.resume_deadline)
         except BaseException:
             for fd in fds:
@@ -98,7 +98,7 @@ class GuestSession:
             "vcpus": self._on_vcpus,
         }
         while True:
-            msg, _ = unixlink.recv(self.conn)
+            msg, _ = unixmessages.recv(self.conn)
             if not isinstance(msg, dict) or "type" not in msg:
                 raise ProtocolError("messages must be JSON objects with a 'type'")
             if msg["type"] == "bye":
@@ -116,7 +116,7 @@ class GuestSession:
         tids = msg.get("thread_ids")
         if not isinstance(tids, list) or not all(isinstance(t, int) for t in tids):
             raise ProtocolError("'thread_ids' must be a list of integers")
-        self.migration.resolver.vcpu_tids.update(tids)
+        self.migration.telemetry.vcpu_tids.update(tids)
         for vcpu in range(len(tids)):  # at zero now, so rate() sees the stalls when they come
             metrics.VCPU_BLOCKTIME.labels(self.migration.backing.mode, str(vcpu))
 

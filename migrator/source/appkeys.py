@@ -9,4 +9,4 @@ IMAGE_KEY = web.AppKey("image", GuestImage)
 MANIFEST_KEY = web.AppKey("manifest", bytes)  # the image's manifest, encoded once
 STATS_KEY = web.AppKey("stats", Stats)
 TOKEN_KEY = web.AppKey("token", str)  # absent: no auth
-STREAMS_KEY = web.AppKey("streams", set)  # the open PageStreamProtocols, closed at shutdown
+STREAMS_KEY = web.AppKey("streams", set)  # the open streams' PageSenders, stopped at shutdown

@@ -127,8 +127,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _close_streams(app: web.Application) -> None:
-    for stream in list(app[STREAMS_KEY]):
-        stream.close()
+    for sender in list(app[STREAMS_KEY]):
+        sender.stop()
 
 
 def _create_series() -> None:

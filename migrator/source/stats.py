@@ -62,6 +62,11 @@ class Stats:
         self.sessions_seen = 0
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._synced: dict[tuple[str, str], int] = {}
+        self.senders: set = set()  # the C senders of open streams: fold() their counts in
+
+    def fold(self) -> None:
+        for sender in list(self.senders):
+            sender.fold()
 
     def session(self, name: str) -> Session:
         s = self._sessions.get(name)
@@ -73,6 +78,7 @@ class Stats:
         return s
 
     def as_json(self) -> dict:
+        self.fold()
         e = self.endpoints
         return {
             "uptime_seconds": round(time.time() - self.started, 3),
@@ -87,6 +93,7 @@ class Stats:
 
     def sync_metrics(self) -> None:
         """Add what was served since the last call to the Prometheus counters."""
+        self.fold()
         for name, c in self.endpoints.items():
             ok = c.requests - c.bad_request - c.out_of_range
             for key, total in (((name, "ok"), ok), ((name, "bad_request"), c.bad_request),

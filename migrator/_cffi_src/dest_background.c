@@ -1,0 +1,183 @@
+/*
+ * The destination's background loop: fills every granule nobody faulted on, so the
+ * migration completes. One thread, its own stream, so an urgent request never waits
+ * behind background bytes on the wire.
+ *
+ *   claim the next run of absent granules after the most recent fault (wrapping)
+ *   -> map its alias pages, request its data pages; keep `window` such jobs in flight, and
+ *      stay under the bandwidth cap (QEMU's max-postcopy-bandwidth) when one is set
+ *   -> receive each into the alias view, verify every page, UFFDIO_CONTINUE the run,
+ *      mark it present (faults that waited on it are resolved by that CONTINUE)
+ *
+ * A broken stream gives its claims back, so nothing is half-installed; the caller reconnects
+ * and calls again.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dataplane.h"
+#include "dest_fetch.h"
+
+#define IDLE_POLL_MS 50
+
+struct background_loop {
+	struct dp_migration *m;
+	struct dp_stream stream;
+	struct dp_job *jobs;        /* claimed, not installed */
+	uint32_t in_flight;
+	uint64_t requested_bytes;   /* for the cap */
+};
+
+/* A pending REMOVE makes CONTINUE fail with EAGAIN until the fault loop reads it. */
+static void wait_for_fault_loop(struct dp_migration *m, void *ctx)
+{
+	(void)m; (void)ctx;
+	usleep(500);
+}
+
+static void unlink_job(struct background_loop *l, struct dp_job *job)
+{
+	for (struct dp_job **p = &l->jobs; *p; p = &(*p)->next)
+		if (*p == job) {
+			*p = job->next;
+			break;
+		}
+	l->in_flight--;
+}
+
+static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
+{
+	struct background_loop *l = ctx;
+	uint64_t start = job->first * m->granularity, len = (job->end - job->first) * m->granularity;
+	int rc = dp_install(m, start, len, &m->background, wait_for_fault_loop, NULL);
+	if (rc)
+		return rc;
+	dp_job_installed(m, job, &m->background);
+	unlink_job(l, job);
+	dp_job_free(job);
+	return 0;
+}
+
+/* Claim the next run of absent granules at or after the cursor, wrapping. 0: none left. */
+static int claim_run(struct dp_migration *m, uint64_t max, uint64_t *first, uint64_t *end)
+{
+	pthread_mutex_lock(&m->lock);
+	uint64_t n = m->granules, start = m->cursor < n ? m->cursor : 0, g = start;
+	const uint8_t *hit = memchr(m->state + g, DP_ABSENT, n - g);
+	if (!hit)
+		hit = memchr(m->state, DP_ABSENT, start);
+	int found = hit != NULL;
+	if (found) {
+		g = hit - m->state;
+		uint64_t e = g + 1, limit = g + max < n ? g + max : n;
+		while (e < limit && m->state[e] == DP_ABSENT)
+			e++;
+		memset(m->state + g, DP_BACKGROUND, e - g);
+		m->cursor = e;
+		*first = g;
+		*end = e;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return found;
+}
+
+/* Give the claims of unfinished jobs back: they will be claimed again. */
+static void release_all(struct background_loop *l)
+{
+	struct dp_migration *m = l->m;
+	pthread_mutex_lock(&m->lock);
+	for (struct dp_job *job = l->jobs; job; job = job->next) {
+		memset(m->state + job->first, DP_ABSENT, job->end - job->first);
+		if (job->first < m->cursor)
+			m->cursor = job->first;
+	}
+	pthread_mutex_unlock(&m->lock);
+	while (l->jobs) {
+		struct dp_job *next = l->jobs->next;
+		dp_job_free(l->jobs);
+		l->jobs = next;
+	}
+	l->in_flight = 0;
+}
+
+/* ms to wait before the cap allows another job; 0: now. */
+static int cap_wait_ms(struct background_loop *l)
+{
+	struct dp_migration *m = l->m;
+	if (!m->cap_bytes_per_s)
+		return 0;
+	double elapsed = (dp_now_ns() - m->background.started_ns) / 1e9;
+	double ahead = l->requested_bytes - elapsed * m->cap_bytes_per_s;
+	if (ahead <= 0)
+		return 0;
+	int ms = (int)(ahead * 1000.0 / m->cap_bytes_per_s) + 1;
+	return ms < IDLE_POLL_MS ? ms : IDLE_POLL_MS;
+}
+
+/* Claim and request jobs until the window is full. Returns 1 when nothing is left to claim. */
+static int fill_window(struct background_loop *l, int *rc)
+{
+	struct dp_migration *m = l->m;
+	uint64_t per_job = m->chunk_bytes / m->granularity ? m->chunk_bytes / m->granularity : 1;
+	while (l->in_flight < m->window && !cap_wait_ms(l)) {
+		uint64_t first, end;
+		if (!claim_run(m, per_job, &first, &end))
+			return 1;
+		struct dp_job *job = dp_job_new(first, end, 0);
+		if (!job) {
+			*rc = dp_fail(m, DP_FAILED, "out of memory");
+			return 0;
+		}
+		job->next = l->jobs;
+		l->jobs = job;
+		l->in_flight++;
+		l->requested_bytes += (end - first) * m->granularity;
+		dp_prepare(m, job);
+		int n = dp_job_request(m, &l->stream, job);
+		if (n < 0) {
+			*rc = dp_fail(m, DP_FAILED, "out of memory");
+			return 0;
+		}
+		if (n == 0 && (*rc = installed(m, job, l)))  /* all zero pages */
+			return 0;
+	}
+	return 0;
+}
+
+int dp_background_run(struct dp_migration *m, int fd)
+{
+	struct background_loop l = { .m = m };
+	dp_stream_open(&l.stream, fd, &m->background);
+	if (!m->background.started_ns)
+		m->background.started_ns = dp_now_ns();
+	int rc = 0;
+	while (!rc && !m->stop) {
+		int exhausted = fill_window(&l, &rc);
+		if (rc)
+			break;
+		if (exhausted && !l.in_flight)
+			break;
+		if (l.stream.out_len && dp_stream_flush(&l.stream) < 0) {
+			rc = DP_LINK;
+			break;
+		}
+		int wait = l.in_flight ? IDLE_POLL_MS : cap_wait_ms(&l);
+		struct pollfd p = { .fd = fd,
+				    .events = POLLIN | (l.stream.out_len ? POLLOUT : 0) };
+		if (poll(&p, 1, wait ? wait : IDLE_POLL_MS) < 0 && errno != EINTR) {
+			rc = dp_fail(m, DP_FAILED, "poll: %s", strerror(errno));
+			break;
+		}
+		if (p.revents)
+			rc = dp_stream_receive(m, &l.stream, installed, &l);
+	}
+	if (rc == 0 && !m->stop)
+		m->background.finished_ns = dp_now_ns();
+	release_all(&l);
+	dp_stream_close(&l.stream);
+	return rc;
+}

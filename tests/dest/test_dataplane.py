@@ -1,0 +1,241 @@
+"""The destination's C loops, in-process, on a real userfaultfd and a real shmem memfd.
+
+Each test runs the fault loop and/or the background loop (migrator/_cffi_src/dest_*.c) against
+the real C sender or a scripted source, with vCPU threads running the guest's C touch loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from migrator.dest.dataplane import (
+    ABSENT, BACKGROUND, DONE, FAILED, LINK, PRESENT, URGENT, BackgroundPolicy,
+)
+from migrator.protocol import PAGE_SIZE
+
+from dest.dataplane_rig import Rig, ScriptedSource
+
+PAGES = 256  # 1 MiB of guest memory: 192 data pages, 64 zero pages
+
+
+@pytest.fixture
+def rig():
+    made: list[Rig] = []
+
+    def make(pages: int = PAGES, **policy) -> Rig:
+        r = Rig(pages, BackgroundPolicy(**policy))
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _wait(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _data_page(r: Rig, at_least: int = 0) -> int:
+    return next(p for p in range(at_least, r.pages) if r.manifest.kinds[p] == 0)
+
+
+def test_a_fault_fetches_verifies_and_installs_exactly_its_page(rig):
+    r = rig()
+    ours, theirs = r.pair()
+    r.real_source(theirs)
+    r.run_loop("faults", ours)
+    page = _data_page(r, 10)
+    r.touch_pages([page]).join(timeout=10)
+    urgent = r.plane.counters("urgent")
+    assert r.guest_page(page) == r.image_page(page)
+    assert (urgent.requests, urgent.bytes, urgent.pages, urgent.verified_pages) == (1, PAGE_SIZE, 1, 1)
+    assert r.plane.state(page) == PRESENT and r.plane.present == 1
+    granule, read, done, tid = r.plane.faults()[0]
+    assert granule == page and done > read
+
+
+def test_a_fault_on_a_zero_page_sends_no_request(rig):
+    r = rig()
+    ours, theirs = r.pair()
+    source = ScriptedSource(theirs, r.image)
+    r.run_loop("faults", ours)
+    zero = next(p for p in range(r.pages) if r.manifest.kinds[p] == 1)
+    r.touch_pages([zero]).join(timeout=10)
+    assert r.guest_page(zero) == bytes(PAGE_SIZE)
+    assert source.requests == [] and r.plane.counters("urgent").verified_pages == 1
+
+
+def test_sixteen_vcpus_on_one_page_make_one_request_and_all_resume(rig):
+    r = rig()
+    ours, theirs = r.pair()
+    source = ScriptedSource(theirs, r.image, hold=_data_page(r, 3))
+    r.run_loop("faults", ours)
+    page = _data_page(r, 3)
+    vcpus = [r.touch_pages([page]) for _ in range(16)]
+    assert source.held.wait(10)
+    time.sleep(0.05)  # let every vCPU fault while the one reply is held
+    source.release.set()
+    for v in vcpus:
+        v.join(timeout=10)
+        assert not v.is_alive()
+    assert source.requests == [(page * PAGE_SIZE, PAGE_SIZE)]
+    assert r.plane.counters("urgent").faults >= 2  # the others queued behind the first
+    assert all(done for _, _, done, _ in r.plane.faults())
+    assert r.guest_page(page) == r.image_page(page)
+
+
+def test_the_background_loop_fills_every_page_and_completes(rig):
+    r = rig(chunk_bytes=64 << 10, window=3)
+    ours, theirs = r.pair()
+    r.real_source(theirs)
+    r.run_loop("background", ours).join(timeout=30)
+    assert r.results["background"] == DONE and r.plane.complete
+    bg = r.plane.counters("background")
+    assert bg.verified_pages == PAGES and bg.pages == PAGES
+    assert bg.bytes == PAGE_SIZE * r.manifest.kinds.count(0)  # zero pages never travel
+    assert bytes(r.guest.view) == r.image
+
+
+def test_a_fault_on_a_granule_the_background_is_installing_waits_for_that_install(rig):
+    r = rig(chunk_bytes=PAGES * PAGE_SIZE, window=1)  # one job: the whole image
+    urgent, urgent_theirs = r.pair()
+    background, background_theirs = r.pair()
+    ScriptedSource(urgent_theirs, r.image)
+    page = _data_page(r, 100)
+    held = ScriptedSource(background_theirs, r.image, hold=page)
+    r.run_loop("faults", urgent)
+    r.run_loop("background", background)
+    assert held.held.wait(10)
+    assert r.plane.state(page) == BACKGROUND
+    vcpu = r.touch_pages([page])
+    _wait(lambda: r.plane.counters("urgent").faults == 1, what="the fault")
+    assert vcpu.is_alive()  # blocked until the background install
+    held.release.set()
+    vcpu.join(timeout=10)
+    assert not vcpu.is_alive()
+    assert r.plane.counters("urgent").faults_waited == 1  # the race happened, and was waited out
+    assert r.plane.counters("urgent").requests == 0  # and fetched once, by the background
+    assert r.guest_page(page) == r.image_page(page)
+    _wait(lambda: r.plane.complete, what="completion")
+
+
+def test_an_install_over_a_page_mapped_already_skips_it_with_eexist(rig):
+    r = rig(chunk_bytes=PAGES * PAGE_SIZE, window=1)
+    page = _data_page(r, 50)
+    r.alias.view[page * PAGE_SIZE:(page + 1) * PAGE_SIZE] = r.image_page(page)
+    r.uffd.continue_(r.guest.address + page * PAGE_SIZE, PAGE_SIZE)  # a racing resolver
+    ours, theirs = r.pair()
+    r.real_source(theirs)
+    r.run_loop("background", ours).join(timeout=30)
+    assert r.results["background"] == DONE and r.plane.complete
+    assert r.plane.counters("background").eexist == 1
+    assert bytes(r.guest.view) == r.image
+
+
+def test_a_fault_on_a_present_page_that_was_zapped_maps_it_again(rig):
+    r = rig()
+    ours, theirs = r.pair()
+    r.real_source(theirs)
+    r.run_loop("faults", ours)
+    page = _data_page(r, 20)
+    r.touch_pages([page]).join(timeout=10)
+    from cffi_uffd.memory import dontneed
+    dontneed(r.guest.address + page * PAGE_SIZE, PAGE_SIZE)  # the guest's mapping is gone
+    again = r.touch_pages([page])
+    again.join(timeout=10)
+    assert not again.is_alive()
+    assert r.plane.counters("urgent").requests == 1  # not fetched again: only mapped again
+    assert r.guest_page(page) == r.image_page(page)
+
+
+def test_a_page_that_arrives_wrong_once_is_fetched_again_and_installed_right(rig):
+    r = rig()
+    page = _data_page(r, 30)
+    ours, theirs = r.pair()
+    ScriptedSource(theirs, r.image, corrupt={page: 1})
+    r.run_loop("faults", ours)
+    r.touch_pages([page]).join(timeout=10)
+    assert r.plane.counters("urgent").refetched_pages == 1
+    assert r.plane.mismatched_pages == 0
+    assert r.guest_page(page) == r.image_page(page)
+
+
+def test_a_page_that_stays_wrong_fails_the_migration_and_is_never_installed(rig):
+    r = rig()
+    page = _data_page(r, 40)
+    ours, theirs = r.pair()
+    ScriptedSource(theirs, r.image, corrupt={page: 99})
+    loop = r.run_loop("faults", ours)
+    vcpu = r.touch_pages([page])
+    loop.join(timeout=10)
+    assert r.results["faults"] == FAILED
+    assert f"(first: page {page}); refusing to install them" in r.plane.error
+    assert r.plane.mismatched_pages == 1 and r.plane.state(page) == URGENT
+    assert vcpu.is_alive()  # never given the wrong page
+    r.let_vcpus_go()
+    vcpu.join(timeout=10)
+
+
+def test_a_reply_whose_header_does_not_match_its_request_fails_the_migration(rig):
+    r = rig()
+    ours, theirs = r.pair()
+    ScriptedSource(theirs, r.image, wrong_header=True)
+    loop = r.run_loop("faults", ours)
+    page = _data_page(r, 60)
+    vcpu = r.touch_pages([page])
+    loop.join(timeout=10)
+    assert r.results["faults"] == FAILED
+    assert "out of step" in r.plane.error and r.plane.state(page) != PRESENT
+    r.let_vcpus_go()
+    vcpu.join(timeout=10)
+
+
+def test_a_link_cut_mid_chunk_gives_the_claims_back_and_a_new_link_completes(rig):
+    r = rig(chunk_bytes=32 * PAGE_SIZE, window=2)
+    ours, theirs = r.pair()
+    ScriptedSource(theirs, r.image, cut_after_bytes=40 * PAGE_SIZE + 100)
+    r.run_loop("background", ours).join(timeout=10)
+    assert r.results["background"] == LINK
+    states = r.plane.states()
+    assert states.count(BACKGROUND) == 0  # nothing left claimed, nothing half-installed
+    assert 0 < states.count(PRESENT) < PAGES and states.count(ABSENT) > 0
+    ours, theirs = r.pair()
+    r.real_source(theirs)
+    r.run_loop("background", ours).join(timeout=30)
+    assert r.results["background"] == DONE and r.plane.complete
+    assert bytes(r.guest.view) == r.image
+
+
+def test_a_fault_whose_link_is_cut_mid_reply_is_requested_again_on_the_new_link(rig):
+    r = rig()
+    ours, theirs = r.pair()
+    ScriptedSource(theirs, r.image, cut_after_bytes=2000)
+    loop = r.run_loop("faults", ours)
+    page = _data_page(r, 70)
+    vcpu = r.touch_pages([page])
+    loop.join(timeout=10)
+    assert r.results["faults"] == LINK and vcpu.is_alive()
+    ours, theirs = r.pair()
+    source = ScriptedSource(theirs, r.image)
+    r.run_loop("faults", ours)
+    vcpu.join(timeout=10)
+    assert not vcpu.is_alive() and source.requests == [(page * PAGE_SIZE, PAGE_SIZE)]
+    assert r.guest_page(page) == r.image_page(page)
+
+
+def test_the_bandwidth_cap_holds_the_background_pull_to_its_rate(rig):
+    r = rig(pages=1024, chunk_bytes=16 * PAGE_SIZE, window=1, cap_bytes_per_s=4 << 20)
+    ours, theirs = r.pair()
+    r.real_source(theirs)
+    began = time.monotonic()
+    r.run_loop("background", ours).join(timeout=30)
+    took = time.monotonic() - began
+    assert r.results["background"] == DONE and r.plane.complete
+    # 4 MiB claimed at 4 MiB/s: the last chunk may start at ~1 s
+    assert took >= (1024 - 16) * PAGE_SIZE / (4 << 20) * 0.9
