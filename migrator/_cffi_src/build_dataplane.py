@@ -49,6 +49,8 @@ struct dp_migration {
     uint64_t chunk_bytes;
     uint32_t window;
     uint64_t cap_bytes_per_s;
+    int background_nice;
+    uint64_t background_waiters;
     int stop;
     uint64_t mismatched_pages, first_mismatch;
     char error[...];
@@ -91,6 +93,3 @@ ffibuilder.set_source(
     libraries=["xxhash"],
     extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
 )
-
-if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=str(_HERE.parents[1]), verbose=True)

@@ -72,6 +72,8 @@ struct dp_fault {
 	uint64_t done_ns;           /* its granule installed (0: not yet) */
 	uint32_t tid;               /* the faulting thread (UFFD_FEATURE_THREAD_ID) */
 	uint32_t next_waiting;      /* the next fault waiting on the same granule, +1; 0 ends */
+	uint32_t on_background;     /* it waits on a background job */
+	uint32_t reserved;
 };
 
 /* The anatomy of one urgent fetch, CLOCK_MONOTONIC ns. */
@@ -111,6 +113,10 @@ struct dp_migration {
 	uint64_t chunk_bytes;       /* granules claimed per background job, in bytes */
 	uint32_t window;            /* background jobs in flight */
 	uint64_t cap_bytes_per_s;   /* 0: no cap */
+	int background_nice;        /* the background loop's nice while no fault waits on it;
+	                               -100: leave the thread as it is */
+	uint64_t background_waiters; /* faults waiting on a background job right now */
+	int background_tid;         /* the background loop's thread, for the fault loop to boost */
 
 	struct dp_job *urgent_jobs;  /* the fault loop's, not installed yet: kept across reconnects */
 

@@ -9,6 +9,10 @@
  *   -> receive each into the alias view, verify every page, UFFDIO_CONTINUE the run,
  *      mark it present (faults that waited on it are resolved by that CONTINUE)
  *
+ * The thread runs niced (background_nice) so that vCPUs and the urgent path get a CPU first,
+ * except while a vCPU waits on one of its jobs: then the job is urgent, and runs at normal
+ * priority (a vCPU must not wait on a niced thread: priority inversion).
+ *
  * A broken stream gives its claims back, so nothing is half-installed; the caller reconnects
  * and calls again.
  */
@@ -18,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 
 #include "dataplane.h"
 #include "dest_fetch.h"
@@ -142,15 +147,43 @@ static int fill_window(struct background_loop *l, int *rc)
 			*rc = dp_fail(m, DP_FAILED, "out of memory");
 			return 0;
 		}
-		if (n == 0 && (*rc = installed(m, job, l)))  /* all zero pages */
-			return 0;
+		if (n == 0) {  /* all zero pages: nothing travels, but they are checked */
+			int settled = dp_job_settle(m, &l->stream, job);
+			if (settled < 0 || (settled == 1 && (*rc = installed(m, job, l)))) {
+				*rc = settled < 0 ? -settled : *rc;
+				return 0;
+			}
+		}
 	}
 	return 0;
+}
+
+/* Back to background_nice once no vCPU waits on us (the fault loop boosts us when one does). */
+static void renice(struct background_loop *l)
+{
+	struct dp_migration *m = l->m;
+	if (m->background_nice == -100)
+		return;
+	int want = __atomic_load_n(&m->background_waiters, __ATOMIC_RELAXED) ? 0 : m->background_nice;
+	if (want != getpriority(PRIO_PROCESS, 0))
+		setpriority(PRIO_PROCESS, 0, want);
+}
+
+/* Nice only if we may raise the priority again (CAP_SYS_NICE): else never lower it. */
+static void can_renice(struct dp_migration *m)
+{
+	if (m->background_nice == -100)
+		return;
+	if (setpriority(PRIO_PROCESS, 0, -1) < 0)
+		m->background_nice = -100;
+	setpriority(PRIO_PROCESS, 0, 0);
+	m->background_tid = gettid();
 }
 
 int dp_background_run(struct dp_migration *m, int fd)
 {
 	struct background_loop l = { .m = m };
+	can_renice(m);
 	dp_stream_open(&l.stream, fd, &m->background);
 	if (!m->background.started_ns)
 		m->background.started_ns = dp_now_ns();
@@ -165,6 +198,7 @@ int dp_background_run(struct dp_migration *m, int fd)
 			rc = DP_LINK;
 			break;
 		}
+		renice(&l);
 		int wait = l.in_flight ? IDLE_POLL_MS : cap_wait_ms(&l);
 		struct pollfd p = { .fd = fd,
 				    .events = POLLIN | (l.stream.out_len ? POLLOUT : 0) };

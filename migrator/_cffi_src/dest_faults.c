@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/ioctl.h>
 #include <linux/userfaultfd.h>
 
@@ -97,8 +98,12 @@ static int on_fault(struct faults_loop *l, const struct uffd_msg *msg, uint64_t 
 	dp_log_fault(m, g, msg->arg.pagefault.feat.ptid, now);
 	if (state == DP_ABSENT)
 		m->state[g] = DP_URGENT;
-	if (state == DP_BACKGROUND)
+	if (state == DP_BACKGROUND) {
 		m->urgent.faults_waited++;
+		/* a vCPU waits on the background loop: it must not run niced meanwhile */
+		if (m->background_nice != -100 && m->background_tid)
+			setpriority(PRIO_PROCESS, m->background_tid, 0);
+	}
 	if (state == DP_ABSENT || state == DP_URGENT)
 		m->cursor = g + 1 < m->granules ? g + 1 : 0;  /* the pages after a fault are likely next */
 	pthread_mutex_unlock(&m->lock);
@@ -117,9 +122,16 @@ static int on_fault(struct faults_loop *l, const struct uffd_msg *msg, uint64_t 
 	int n = dp_job_request(m, &l->stream, job);
 	if (n < 0)
 		return dp_fail(m, DP_FAILED, "out of memory");
-	if (n == 0) {  /* all zero pages: nothing travels */
-		m->stages[g].sent_ns = m->stages[g].first_byte_ns = m->stages[g].last_byte_ns = now;
-		return installed(m, job, l) ? DP_FAILED : 0;
+	if (n == 0) {  /* all zero pages: nothing travels, but they are checked all the same */
+		struct dp_stages *t = &m->stages[g];
+		t->sent_ns = t->first_byte_ns = t->last_byte_ns = now;
+		int settled = dp_job_settle(m, &l->stream, job);
+		if (settled < 0)
+			return -settled;
+		if (settled == 1) {
+			t->verified_ns = dp_now_ns();
+			return installed(m, job, l);
+		}
 	}
 	if (l->nfresh < BATCH)
 		l->fresh[l->nfresh++] = job;

@@ -95,6 +95,9 @@ uint64_t dp_log_fault(struct dp_migration *m, uint64_t g, uint32_t tid, uint64_t
 	f->read_ns = now;
 	f->tid = tid;
 	f->done_ns = 0;
+	f->on_background = m->state[g] == DP_BACKGROUND;
+	if (f->on_background)
+		m->background_waiters++;
 	f->next_waiting = m->waiting[g];
 	m->waiting[g] = (uint32_t)(i + 1);
 	__atomic_store_n(&m->faults_logged, i + 1, __ATOMIC_RELEASE);
@@ -109,6 +112,10 @@ static void complete_waiters(struct dp_migration *m, uint64_t g, uint64_t now)
 	while (next) {
 		struct dp_fault *f = &m->faults[next - 1];
 		f->done_ns = now;
+		if (f->on_background) {
+			f->on_background = 0;
+			m->background_waiters--;
+		}
 		dp_observe(&m->fault_latency, now - f->read_ns);
 		next = f->next_waiting;
 	}
@@ -362,10 +369,10 @@ static void verify(struct dp_migration *m, struct dp_job *job, uint64_t first, u
 }
 
 /*
- * The job's last reply is in: check its zero pages, then either it is ready to install (1),
+ * The job's last reply is in (or it needed none): check its zero pages, then either it is ready to install (1),
  * its bad pages were requested again (0), or they stayed bad (DP_FAILED, negated).
  */
-static int job_settle(struct dp_migration *m, struct dp_stream *s, struct dp_job *job)
+int dp_job_settle(struct dp_migration *m, struct dp_stream *s, struct dp_job *job)
 {
 	uint64_t per = m->granularity / DP_PAGE;
 	if (job->attempt == 1)
@@ -466,7 +473,7 @@ int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 			continue;
 		if (job->urgent)
 			m->stages[job->first].last_byte_ns = dp_now_ns();
-		int settled = job_settle(m, s, job);
+		int settled = dp_job_settle(m, s, job);
 		if (settled < 0)
 			return -settled;
 		if (settled == 0) {

@@ -26,6 +26,7 @@ void dp_stream_open(struct dp_stream *s, int fd, struct dp_counters *c);
 void dp_stream_close(struct dp_stream *s);
 int dp_job_request(struct dp_migration *m, struct dp_stream *s, struct dp_job *job);
 int dp_stream_flush(struct dp_stream *s);
+int dp_job_settle(struct dp_migration *m, struct dp_stream *s, struct dp_job *job);
 int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 		      int (*ready)(struct dp_migration *, struct dp_job *, void *), void *ctx);
 

@@ -14,12 +14,14 @@ from cffi_uffd import Mapping
 from .. import metrics
 from .._dataplane import ffi, lib
 from ..protocol import PAGE_SIZE
+from ..urgency import BACKGROUND_NICE
 from ..protocol.frames import MAX_REQUEST_LENGTH
 from ..protocol.manifest import POISON, Manifest
 
 ABSENT, URGENT, BACKGROUND, PRESENT, POISONED = (
     lib.DP_ABSENT, lib.DP_URGENT, lib.DP_BACKGROUND, lib.DP_PRESENT, lib.DP_POISONED)
 DONE, LINK, FAILED, GUEST_GONE = lib.DP_DONE, lib.DP_LINK, lib.DP_FAILED, lib.DP_GUEST_GONE
+NOT_NICED = -100
 FAULT_LOG_CAPACITY = 1 << 22  # faults remembered one by one; beyond, only counted
 _POLL_MS = 50  # how often the fault loop looks at the stop flag when nothing happens
 STAGES = ("read", "sent", "first_byte", "last_byte", "verified", "installed")
@@ -33,6 +35,7 @@ class BackgroundPolicy:
     chunk_bytes: int = 4 << 20  # claimed and installed per job (at least one granule)
     window: int = 2  # jobs in flight
     cap_bytes_per_s: int = 0  # 0: no cap (QEMU's max-postcopy-bandwidth)
+    nice: bool = True  # run niced (BACKGROUND_NICE) while no vCPU waits on it
 
 
 class DataPlane:
@@ -51,6 +54,7 @@ class DataPlane:
         m.fault_capacity = FAULT_LOG_CAPACITY
         m.chunk_bytes, m.window = policy.chunk_bytes, max(1, policy.window)
         m.cap_bytes_per_s = policy.cap_bytes_per_s
+        m.background_nice = BACKGROUND_NICE if policy.nice else NOT_NICED
         metrics.set_bounds(m.fault_latency)
         if lib.dp_init(m) < 0:
             raise MemoryError("cannot allocate the granule table")
@@ -119,28 +123,36 @@ class DataPlane:
 
     def faults(self, start: int = 0) -> list[tuple[int, int, int, int]]:
         """(granule, read_ns, done_ns, thread id) of logged faults from index start."""
+        if self._freed:
+            return self._final_faults[start:]
         f, end = self._m.faults, self._m.faults_logged
         return [(f[i].granule, f[i].read_ns, f[i].done_ns, f[i].tid) for i in range(start, end)]
 
     @property
     def faults_logged(self) -> int:
-        return self._m.faults_logged
+        return len(self._final_faults) if self._freed else self._m.faults_logged
 
     def stages(self, granule: int) -> tuple[int, ...]:
         """CLOCK_MONOTONIC ns of each of STAGES for an urgently fetched granule (0: not)."""
+        if self._freed:
+            return (0,) * len(STAGES)
         s = self._m.stages[granule]
         return (s.read_ns, s.sent_ns, s.first_byte_ns, s.last_byte_ns, s.verified_ns,
                 s.installed_ns)
 
     def state(self, granule: int) -> int:
-        return self._m.state[granule]
+        return self.states()[granule] if self._freed else self._m.state[granule]
 
     def states(self) -> bytes:
         """A snapshot of every granule's state."""
+        if self._freed:
+            return self._final_states
         return bytes(ffi.buffer(self._m.state, self.granules))
 
     def close(self) -> None:
-        """Free the C state; only once no loop runs."""
+        """Free the tables of the C state, only once no loop runs; the counters, the fault
+        log and the granule states stay readable for reports."""
         if not self._freed:
+            self._final_faults, self._final_states = self.faults(), self.states()
             self._freed = True
             lib.dp_free(self._m)

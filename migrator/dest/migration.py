@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from cffi_uffd import Mapping, fallocate
 
 from .. import metrics
+from ..urgency import make_urgent
 from ..client.stream import PageStream
 from ..protocol.manifest import POISON, ZERO, Manifest
 from ..stats import summarize
@@ -85,6 +86,7 @@ class Migration:
         ]
         self._background_done = threading.Event()
         self._injected_absent: set[int] = set()  # granules poisoned here before their install
+        self.urgent_scheduling = "not started"
 
     # -- phases -----------------------------------------------------------------------------
     def _pause(self, stream: str) -> None:
@@ -125,7 +127,6 @@ class Migration:
             body()
         except MigrationFailed as e:
             if not self._stop.is_set():
-                log.error("migration %s failed: %s", self.session, e)
                 self.fail(str(e), phase=e.phase)
         except Exception as e:  # any failure ends this migration, loudly, never silently
             if not self._stop.is_set():
@@ -141,6 +142,7 @@ class Migration:
                                   phase="guest-lost")
 
     def _faults(self) -> None:
+        self.urgent_scheduling = make_urgent()
         self._loop_ended(self._streams[0].run(self.plane.run_faults))
 
     def _background(self) -> None:
@@ -180,6 +182,7 @@ class Migration:
                 return
             self.error = reason
             self._set_phase(phase)
+        log.error("migration %s %s: %s", self.session, phase, reason)
         metrics.ERRORS.labels(self.backing.mode, phase).inc()
         self.finished = time.monotonic()
         self._stop.set()
@@ -296,6 +299,7 @@ class Migration:
             "bytes_background": background.bytes,
             "background_bytes_per_second": t.background_throughput(),
             "background_policy": asdict(self.policy),
+            "urgent_scheduling": self.urgent_scheduling,
             "pages_urgent": urgent.pages,
             "pages_background": background.pages,
             "pages_total": self.manifest.pages,

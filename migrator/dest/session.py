@@ -130,12 +130,18 @@ class GuestSession:
         for t in samples:
             stall.observe(t / 1e9)
         self.migration.stall_samples = [t / 1e9 for t in samples]
+        events = msg.get("events", [])
+        if not isinstance(events, list) or not all(
+                isinstance(e, list) and len(e) == 3 and all(isinstance(x, int) for x in e)
+                for e in events):
+            raise ProtocolError("'events' must be a list of [page, start_ns, stall_ns] integers")
+        self.migration.telemetry.observe_stalls(events)
         sigbus = msg.get("sigbus", 0)
         if isinstance(sigbus, int) and sigbus > 0:
             metrics.GUEST_SIGBUS.labels(mode).inc(sigbus)
         for v in vcpus:
             metrics.VCPU_BLOCKTIME.labels(mode, str(v.get("vcpu"))).inc(float(v.get("total", 0)))
-        self._on_report({k: v for k, v in msg.items() if k != "samples_ns"})
+        self._on_report({k: v for k, v in msg.items() if k not in ("samples_ns", "events")})
 
     def _on_digests(self, msg: dict) -> None:
         pages = msg.get("pages")

@@ -125,7 +125,7 @@ class Telemetry:
         end = c.finished_ns or lib.dp_now_ns()
         return c.bytes / ((end - c.started_ns) / 1e9) if end > c.started_ns else 0.0
 
-    def observe_stalls(self, stalls: list[tuple[int, int, int]], base: int) -> None:
+    def observe_stalls(self, stalls: list[list[int]]) -> None:
         """Join the guest's stalls (page, access start ns, stall ns) with the destination's
         stamps of the fetch that resolved them, into per-stage histograms and samples.
 

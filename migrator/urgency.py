@@ -1,0 +1,28 @@
+"""Scheduling the urgent path: the threads a vCPU's fault waits on run before any other.
+
+On a host with spare cores the fault thread and the source's urgent sender always find a CPU;
+on a small one they queue behind vCPU threads and the background pull, and the stall measured
+is the emulator's scheduling, not postcopy. SCHED_FIFO tells the kernel which thread matters.
+It needs CAP_SYS_NICE; without it the thread stays as it was and the reports say so.
+"""
+
+from __future__ import annotations
+
+import os
+
+URGENT_PRIORITY = 10  # of 1..99: above normal threads, below the kernel's own RT threads
+# The destination's background loop runs at this nice while no vCPU waits on it, so the vCPUs
+# and the urgent path find a CPU first on a small host (dest_background.c).
+BACKGROUND_NICE = int(os.environ.get("MIGRATOR_BACKGROUND_NICE", "10"))
+
+
+def make_urgent() -> str:
+    """Run the calling thread SCHED_FIFO; returns how it runs now, for reports."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(URGENT_PRIORITY))
+    except PermissionError:
+        return "normal (SCHED_FIFO needs CAP_SYS_NICE)"
+    except OSError as e:
+        return f"normal (SCHED_FIFO refused: {e.strerror})"
+    return f"fifo:{URGENT_PRIORITY}"
+
