@@ -8,9 +8,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# What the installed package is built from: a change here means pip must install again.
-BUILD_INPUTS := pyproject.toml setup.py cffi_uffd/_build.py \
-	$(filter-out cffi_uffd/_native.c,$(wildcard cffi_uffd/*.h cffi_uffd/*.c))
+# What the installed package is built from: a change here means pip must install again. Every
+# cffi build script and its C sources (cffi_uffd/_cffi_src/, migrator/_cffi_src/), without what
+# cffi generates from them when a script is run by hand.
+BUILD_INPUTS := pyproject.toml setup.py \
+	$(filter-out %/_native.c,$(wildcard cffi_uffd/_cffi_src/* migrator/_cffi_src/*))
 INSTALLED := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
 EXPERIMENT_ARGS ?= --out results/latest
@@ -57,5 +59,5 @@ $(INSTALLED_TEST): $(BIN)/python $(BUILD_INPUTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
-	rm -f cffi_uffd/_native.c cffi_uffd/_native.o cffi_uffd/_native*.so
+	rm -f cffi_uffd/_native*.so migrator/guest/_native*.so migrator/_dataplane*.so
 	find migrator cffi_uffd tests loadtests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true

@@ -31,9 +31,9 @@ _ADVICE: dict[tuple[str, int], str] = {
     ("copy", _errno.EINVAL): "the range is not aligned to the mapping's page size",
     ("zeropage", _errno.EINVAL): "ZEROPAGE needs anonymous or shmem memory registered MISSING",
     ("mmap", _errno.ENOMEM): "no memory for the mapping: for hugetlb, reserve pages first "
-    "(migrator host reserve)",
+    "(/sys/kernel/mm/hugepages/hugepages-*/nr_hugepages)",
     ("fallocate", _errno.ENOSPC): "the hugetlb pool is empty: reserve pages first "
-    "(migrator host reserve --1g N / --2m N)",
+    "(/sys/kernel/mm/hugepages/hugepages-*/nr_hugepages)",
     ("madvise", _errno.EINVAL): "the advice is not supported for this mapping by this kernel",
 }
 

@@ -43,13 +43,11 @@ def _probe(page_size: int) -> HgmDetection:
 
 
 def detect(page_size: int = SIZE_2M) -> HgmDetection:
-    """Probe for HGM, borrowing one huge page from the pool for the probe when none is free."""
+    """Probe for HGM with one free huge page of page_size; making one free is the caller's job
+    (present is None, "no free huge page", when there is none)."""
     try:
-        if hugepages.pool(page_size).available > 0:
-            return _probe(page_size)
-        with hugepages.reserved(page_size, 1) as got:
-            if got < 1:
-                return HgmDetection(None, "madvise(MADV_SPLIT)", "no free huge page to probe with")
-            return _probe(page_size)
+        if hugepages.pool(page_size).available < 1:
+            return HgmDetection(None, "madvise(MADV_SPLIT)", "no free huge page to probe with")
+        return _probe(page_size)
     except (OSError, ValueError) as e:
         return HgmDetection(None, "madvise(MADV_SPLIT)", f"could not probe: {e}")

@@ -1,11 +1,10 @@
-"""Hugetlb page pools: what is there, and reserving pages at run time (root)."""
+"""Hugetlb page pools as sysfs shows them: their sizes, their counts, and setting a pool's
+total (root). Policy (how many to reserve, when to give them back) is the caller's."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 _SYSFS = Path("/sys/kernel/mm/hugepages")
 
@@ -55,19 +54,3 @@ def set_total(page_size: int, count: int) -> int:
     except PermissionError as e:
         raise PermissionError(f"cannot write {path}: reserving huge pages needs root") from e
     return pool(page_size).total
-
-
-@contextlib.contextmanager
-def reserved(page_size: int, count: int) -> Iterator[int]:
-    """Grow the pool so that count more free pages exist; give them back on exit.
-
-    Yields the number of extra free pages actually obtained (may be fewer than asked when
-    memory is fragmented, 1 GiB pages especially).
-    """
-    before = pool(page_size)
-    want = before.total + max(0, count - before.available)
-    got = set_total(page_size, want) if want != before.total else before.total
-    try:
-        yield min(count, max(0, before.available) + (got - before.total))
-    finally:
-        set_total(page_size, before.total)

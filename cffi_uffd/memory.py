@@ -49,10 +49,6 @@ def dontneed(address: int, length: int) -> None:
     madvise(address, length, lib.MADV_DONTNEED)
 
 
-def remove(address: int, length: int) -> None:
-    madvise(address, length, lib.MADV_REMOVE)
-
-
 def populate(address: int, length: int) -> None:
     """MADV_POPULATE_WRITE (5.14+): map the range's pages writable now, in one call.
 

@@ -95,7 +95,7 @@ class Userfaultfd:
                 names += [f"bit {b}" for b in range(64) if unknown >> b & 1]
                 raise FeatureUnsupported(
                     f"the running kernel does not offer userfaultfd feature(s) {', '.join(names)}; "
-                    "run `migrator host check` to see what it offers"
+                    "supported_features() says what it offers"
                 )
         arg = ffi.new("struct uffdio_api *", {"api": lib.UFFD_API, "features": features})
         self._ioctl("api", lib.UFFDIO_API, arg, f"features=0x{features:x}")
@@ -107,10 +107,6 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_register *", {"range": (start, length), "mode": int(mode)})
         self._ioctl("register", lib.UFFDIO_REGISTER, arg, f"{mode!r} at 0x{start:x}+0x{length:x}")
         return Ioctl(arg.ioctls)
-
-    def unregister(self, start: int, length: int) -> None:
-        arg = ffi.new("struct uffdio_range *", (start, length))
-        self._ioctl("unregister", lib.UFFDIO_UNREGISTER, arg, f"0x{start:x}+0x{length:x}")
 
     # -- resolving -------------------------------------------------------------------------
     def _resolve(self, operation: str, request: int, arg, done_field: str, length: int,

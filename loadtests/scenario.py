@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cffi_uffd import SIZE_2M, hugepages
+from migrator.cli import options
+from migrator.errors import MigratorError
 from migrator.guest.patterns import PATTERNS
+from migrator.host import pools
 from migrator.units import format_size, hugepage_label, parse_size
 
 from . import summary
@@ -39,9 +41,9 @@ class Layout:
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--memory", type=parse_size, default=parse_size("512MiB"),
+    p.add_argument("--memory", type=options.size, default=parse_size("512MiB"),
                    help="guest image size, a multiple of 2 MiB (default 512MiB)")
-    p.add_argument("--hugepage-size", type=parse_size, default=SIZE_2M, metavar="2M|1G")
+    options.add_hugepage_size(p, "2M")
     p.add_argument("--modes", default="hgm,hugepage", help="modes to mix (default hgm,hugepage)")
     p.add_argument("--patterns", default=",".join(BASE_PATTERNS),
                    help=f"access patterns to mix, of {', '.join(PATTERNS)}")
@@ -68,8 +70,8 @@ def check(p: argparse.ArgumentParser, args) -> tuple[list[str], list[str]]:
         p.error("--modes: a comma-separated subset of hgm,hugepage")
     if not patterns or set(patterns) - set(PATTERNS):
         p.error(f"--patterns: a comma-separated subset of {','.join(PATTERNS)}")
-    if args.memory % args.hugepage_size or args.hugepage_size not in (SIZE_2M, 1 << 30):
-        p.error("--hugepage-size 2M or 1G, and --memory a multiple of it")
+    if args.memory % args.hugepage_size:
+        p.error("--memory must be a multiple of --hugepage-size")
     if args.vcpus < 1 or args.accesses < 1 or args.time_limit <= 0:
         p.error("--vcpus, --accesses and --time-limit must be positive")
     return modes, patterns
@@ -96,16 +98,16 @@ def run(scenario: str, args, layout: Layout, say: Callable[[str], None]) -> dict
     # each hugepage guest holds a whole image of huge pages; each destination probes HGM with one
     need = hugepage_guests * (args.memory // args.hugepage_size) + len(layout.dests)
     errors: list[str] = []
-    with hugepages.reserved(args.hugepage_size, need) as got:
+    with pools.reserved(args.hugepage_size, need) as got:
         if got < need:
-            raise SystemExit(f"only {got} of the {need} {hugepage_label(args.hugepage_size)} "
-                             f"huge pages the hugepage-mode guests need could be reserved")
+            raise MigratorError(f"only {got} of the {need} {hugepage_label(args.hugepage_size)} "
+                                f"huge pages the hugepage-mode guests need could be reserved")
         with Fleet(args.out, link=link, say=say) as fleet:
             say(f"{scenario}: {layout.description}")
             source = fleet.source(args.memory, args.seed)
             dests = [fleet.dest(name, mode, args.hugepage_size) for name, mode in layout.dests]
             fleet.wait_healthy()
-            pids = {"source": source.child.pid, **{d.name: d.child.pid for d in dests}}
+            pids = {"source": source.process.pid, **{d.name: d.process.pid for d in dests}}
             if "relay" in fleet.hosts.helper_pids:  # two hosts: the delay costs CPU too
                 pids["relay"] = fleet.hosts.helper_pids["relay"]
             sampler = Sampler(pids).start()
@@ -119,9 +121,9 @@ def run(scenario: str, args, layout: Layout, say: Callable[[str], None]) -> dict
             records = [c[0] for c in collected]
             raw = [c[1] for c in collected]
             for d in dests:
-                if d.child.proc.poll() is not None:
-                    errors.append(f"{d.name} exited with {d.child.proc.returncode}: "
-                                  f"{d.child.tail(5)}")
+                if d.process.poll() is not None:
+                    errors.append(f"{d.name} exited with {d.process.returncode}: "
+                                  f"{d.process.tail(5)}")
             result = summary.build(scenario, config, fleet.guests, records, raw, processes,
                                    time.monotonic() - began, fleet.link, errors)
     say(summary.write(result, args.out))
@@ -138,6 +140,9 @@ def main(scenario: str, build_layout, argv: list[str] | None, doc: str, extra=No
     layout = build_layout(args, modes, patterns)
     try:
         result = run(scenario, args, layout, say=lambda text: print(text, flush=True))
+    except MigratorError as e:
+        print(f"{scenario}: {e}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print(f"{scenario}: interrupted; everything it started is stopped", file=sys.stderr)
         return 130

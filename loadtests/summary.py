@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from migrator.stats import summarize
+from migrator.quantiles import summarize
 from migrator.units import format_seconds
 
 SCHEMA = "migrator/loadtest-summary/1"

@@ -6,6 +6,8 @@ import hmac
 import os
 from pathlib import Path
 
+from .errors import MigratorError
+
 TOKEN_ENV = "MIGRATOR_TOKEN"
 
 
@@ -15,9 +17,9 @@ def load_token(token_file: str | None) -> str | None:
         try:
             token = Path(token_file).read_text().strip()
         except OSError as e:
-            raise SystemExit(f"cannot read --token-file {token_file}: {e.strerror}") from e
+            raise MigratorError(f"cannot read --token-file {token_file}: {e.strerror}") from e
         if not token:
-            raise SystemExit(f"--token-file {token_file} is empty: put the shared token in it")
+            raise MigratorError(f"--token-file {token_file} is empty: put the shared token in it")
         return token
     return os.environ.get(TOKEN_ENV) or None
 

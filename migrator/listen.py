@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from .errors import MigratorError
+
 __all__ = ["Listen", "check_exposure"]
 
 
@@ -39,13 +41,13 @@ class Listen:
 
 
 def check_exposure(listen: Listen, token: str | None) -> None:
-    """Refuse to listen beyond loopback without a token (SystemExit with the way out).
+    """Refuse to listen beyond loopback without a token (MigratorError with the way out).
 
     The source serves the guest's memory; the destination's status names the migration and
     its token is the one it shows the source. Neither is for whoever can reach the port.
     """
     if token is None and not listen.is_loopback:
-        raise SystemExit(
+        raise MigratorError(
             f"refusing to listen on {listen.host}:{listen.port} without a token: anyone who can "
             f"reach it could read the guest's memory or its migration. Pass --token-file FILE "
             f"(or set MIGRATOR_TOKEN), or listen on 127.0.0.1")

@@ -1,25 +1,7 @@
-"""Latency summaries: count, quantiles, max, total (seconds)."""
+"""Renamed migrator.quantiles (one `stats` module was one too many beside source/stats.py).
 
-from __future__ import annotations
+Kept only while the data plane's rewrite (dest/migration.py, dest/telemetry.py) still imports
+it from here; delete this file once they import migrator.quantiles.
+"""
 
-from typing import Iterable, Sequence
-
-QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
-
-
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank quantile of an already sorted sequence (0.0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = min(len(sorted_values) - 1, max(0, int(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[rank]
-
-
-def summarize(values: Iterable[float]) -> dict:
-    """{count, p50, p90, p99, max, total} of values (seconds in, seconds out)."""
-    v = sorted(values)
-    out = {"count": len(v)}
-    out.update({name: quantile(v, q) for name, q in QUANTILES})
-    out["max"] = v[-1] if v else 0.0
-    out["total"] = sum(v)
-    return out
+from .quantiles import QUANTILES, quantile, summarize  # noqa: F401

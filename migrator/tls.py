@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import ssl
 
+from .errors import MigratorError
+
 __all__ = ["MIN_VERSION", "TLSFileError", "client_context", "server_context",
            "server_context_from_args"]
 
@@ -25,7 +27,7 @@ _KEY_MARK = b"PRIVATE KEY-----"
 _ENCRYPTED_MARKS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
 
 
-class TLSFileError(ValueError):
+class TLSFileError(MigratorError, ValueError):
     """A certificate, key or CA file that cannot be used; the message says how to fix it."""
 
 

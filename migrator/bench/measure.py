@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from cffi_uffd import SIZE_1G, SIZE_2M, hugepages
+from cffi_uffd import SIZE_1G, SIZE_2M
 
+from ..host import pools
 from . import floors
 from .scenarios import Rig, Scenario
 
@@ -23,7 +24,7 @@ def _huge_pool(memory: int):
     """1 GiB pages for the whole image if the kernel gives them, else 2 MiB."""
     for size in (SIZE_1G, SIZE_2M):
         need = memory // size
-        with hugepages.reserved(size, need) as got:
+        with pools.reserved(size, need) as got:
             if got >= need:
                 yield size
                 return

@@ -24,9 +24,9 @@ import threading
 from array import array
 from pathlib import Path
 
-from cffi_uffd import (
-    PAGE_SIZE, Feature, Mapping, RegisterMode, Userfaultfd, fallocate, memfd, touch,
-)
+from cffi_uffd import PAGE_SIZE, Feature, Mapping, RegisterMode, Userfaultfd, fallocate, memfd
+
+from ..guest.touch import touch
 
 C_SOURCE = Path(__file__).with_name("floors") / "uffd_minor_rtt.c"
 PLACEMENTS = {"default": (None, None), "same": (0, 0), "cross": (1, 0)}  # (handler, toucher)

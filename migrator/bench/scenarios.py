@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..experiment.processes import Child, free_port, migrator_command
+from ..orchestration import free_port, migrator_command, start_dest, start_source
 
 
 @dataclass
@@ -33,10 +33,9 @@ class Rig:
         self.token = secrets.token_urlsafe(16)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.source = Child("bench-source", ["source", "--listen", f"127.0.0.1:{port}",
-                                             "--memory", str(memory), "--seed", str(seed)],
-                            log_dir, env={"MIGRATOR_TOKEN": self.token})
-        self.source.wait_healthy(self.url, timeout=300)
+        self.source = start_source(["--listen", f"127.0.0.1:{port}", "--memory", str(memory),
+                                    "--seed", str(seed)], log_dir, name="bench-source",
+                                   url=self.url, env={"MIGRATOR_TOKEN": self.token}, timeout=300)
 
     def run(self, s: Scenario) -> dict:
         """Run one guest migration; returns the dest's migration report with the guest's in it,
@@ -45,13 +44,11 @@ class Rig:
         dest_url = f"http://127.0.0.1:{port}"
         with tempfile.TemporaryDirectory(prefix="migrator-bench-") as tmp:
             sock = str(Path(tmp) / "guest.sock")
-            dest = Child(f"bench-dest-{s.mode}", [
-                "dest", "--listen", f"127.0.0.1:{port}", "--source", self.url, "--mode", s.mode,
-                "--hugepage-size", str(s.hugepage_size), "--guest-socket", sock,
-                "--background-delay", str(s.background_delay)], self.log_dir,
-                env={"MIGRATOR_TOKEN": self.token})
+            dest = start_dest(self.url, s.mode, s.hugepage_size, sock, self.log_dir,
+                              name=f"bench-dest-{s.mode}", listen=f"127.0.0.1:{port}",
+                              extra=["--background-delay", str(s.background_delay)],
+                              env={"MIGRATOR_TOKEN": self.token})
             try:
-                dest.wait_healthy(dest_url)
                 peak = _RssSampler(dest.pid)
                 guest = subprocess.run(migrator_command(
                     "guest", "--dest-socket", sock, "--vcpus", str(s.vcpus), "--pattern",

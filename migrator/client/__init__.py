@@ -7,13 +7,12 @@
 """
 
 from .errors import (
-    SourceConnectionError, SourceRefused, SourceTLSError, SourceUnreachable, StreamBroken,
-    StreamError, Unauthorized,
+    SourceRefused, SourceTLSError, SourceUnreachable, StreamError, Unauthorized,
 )
 from .http import fetch_manifest, fetch_pages
 from .stream import PageStream
 
 __all__ = [
-    "PageStream", "SourceConnectionError", "SourceRefused", "SourceTLSError", "SourceUnreachable",
-    "StreamBroken", "StreamError", "Unauthorized", "fetch_manifest", "fetch_pages",
+    "PageStream", "SourceRefused", "SourceTLSError", "SourceUnreachable", "StreamError",
+    "Unauthorized", "fetch_manifest", "fetch_pages",
 ]

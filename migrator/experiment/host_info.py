@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import platform
 
-from cffi_uffd import HgmDetection, hugepages
+from cffi_uffd import HgmDetection
+
+from ..host import pools
 
 
 def host_block(hgm: HgmDetection) -> dict:
     return {
         "kernel": platform.release(),
         "cores": os.cpu_count(),
-        "hugepage_pools": {str(s): hugepages.pool(s).as_dict() for s in hugepages.sizes()},
+        "hugepage_pools": pools.snapshot(),
         "hgm": bool(hgm.present),
         "hgm_detection": hgm.as_dict(),
     }

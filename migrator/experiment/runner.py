@@ -10,17 +10,19 @@ import secrets
 import subprocess
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cffi_uffd import SIZE_2M, detect_hgm, hugepages
+from cffi_uffd import SIZE_2M
 
+from ..client.dest import DestClient
+from ..errors import MigratorError
+from ..host import hgm, pools
+from ..orchestration import Dest, Guest, start_dest, start_guest, start_source
 from ..report import load_run, render_run, write_samples
 from ..report.progress import Progress, bar
 from ..units import format_size, hugepage_label
 from .host_info import host_block
-from .processes import Child, migrator_command
 from .two_host import Loopback, TwoHosts
 
 
@@ -68,11 +70,11 @@ def _hugepages_for(plan: Plan, hgm_present: bool):
     while True:
         need = plan.memory // size
         _say(plan, f"reserving {need} x {hugepage_label(size)} huge pages")
-        with hugepages.reserved(size, need) as got:
+        with pools.reserved(size, need) as got:
             if got >= need or size == SIZE_2M:
                 if got < need:
-                    raise SystemExit(f"only {got} of {need} 2 MiB huge pages could be reserved; "
-                                     "free memory or use a smaller --memory")
+                    raise MigratorError(f"only {got} of {need} 2 MiB huge pages could be "
+                                        f"reserved; free memory or use a smaller --memory")
                 _say(plan, f"reserved {need} x {hugepage_label(size)} huge pages")
                 yield size, f"{need} x {hugepage_label(size)}"
                 _say(plan, f"gave back {need} x {hugepage_label(size)} huge pages")
@@ -82,17 +84,7 @@ def _hugepages_for(plan: Plan, hgm_present: bool):
         size = SIZE_2M
 
 
-def _get(url: str, token: str) -> dict:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)
-
-
-def _status(url: str, token: str) -> dict:
-    return _get(f"{url}/v1/status", token)
-
-
-def _watch(plan: Plan, mode: str, guest: subprocess.Popen, dest_url: str, token: str) -> None:
+def _watch(plan: Plan, mode: str, guest: Guest, dest: DestClient) -> None:
     """Wait for the guest; meanwhile show the migration's progress (not in quiet mode)."""
     deadline = time.monotonic() + _GUEST_TIMEOUT_S
     told_verify = False
@@ -109,7 +101,7 @@ def _watch(plan: Plan, mode: str, guest: subprocess.Popen, dest_url: str, token:
         if plan.quiet:
             continue
         try:
-            migrations = _get(f"{dest_url}/v1/dashboard", token)["migrations"]
+            migrations = dest.dashboard()["migrations"]
         except (OSError, ValueError):
             continue  # progress is best effort; the run's result does not depend on it
         if not migrations:
@@ -129,8 +121,8 @@ def _watch(plan: Plan, mode: str, guest: subprocess.Popen, dest_url: str, token:
                               "the guest is checking a sample and its writes")
 
 
-def _save_samples(plan: Plan, mode: str, dest_url: str, token: str, session: str) -> None:
-    lat = _get(f"{dest_url}/v1/migrations/{session}/latencies", token)
+def _save_samples(plan: Plan, mode: str, dest: DestClient, session: str) -> None:
+    lat = dest.latencies(session)
     write_samples(plan.out, mode, lat["backing_label"], session,
                   {k: lat[k] for k in ("fault_latency_seconds", "vcpu_stall_seconds")})
 
@@ -138,43 +130,34 @@ def _save_samples(plan: Plan, mode: str, dest_url: str, token: str, session: str
 def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token: str,
               workdir: Path, hosts: Loopback | TwoHosts) -> dict:
     endpoint = hosts.dest(mode)
-    dest_url = endpoint.url
     sock = str(workdir / f"guest-{mode}.sock")
-    dest = Child(f"dest-{mode}", ["dest", "--listen", endpoint.listen, "--source", source_url,
-                                  "--mode", mode, "--hugepage-size", str(hugepage_size),
-                                  "--guest-socket", sock], plan.out, env={"MIGRATOR_TOKEN": token},
-                 prefix=hosts.dest_prefix)
+    dest: Dest = start_dest(source_url, mode, hugepage_size, sock, plan.out, name=f"dest-{mode}",
+                            listen=endpoint.listen, url=endpoint.url, token=token,
+                            env={"MIGRATOR_TOKEN": token}, prefix=hosts.dest_prefix)
     try:
-        dest.wait_healthy(dest_url)
         _say(plan, f"[{mode}] destination up (pid {dest.pid}); guest: {plan.vcpus} vCPUs x "
                    f"{plan.accesses} {plan.pattern} accesses")
         started = time.monotonic()
-        guest_log, guest_out = plan.out / f"guest-{mode}.log", workdir / f"guest-{mode}.json"
-        with open(guest_log, "w") as err, open(guest_out, "w") as out:
-            guest = subprocess.Popen(
-                hosts.dest_prefix + migrator_command(
-                    "guest", "--dest-socket", sock, "--vcpus", str(plan.vcpus),
-                    "--pattern", plan.pattern, "--accesses", str(plan.accesses),
-                    "--write-ratio", str(plan.write_ratio), "--seed", str(plan.seed), "--json"),
-                stdout=out, stderr=err, text=True)
-            try:
-                _watch(plan, mode, guest, dest_url, token)
-            finally:
-                if guest.poll() is None:
-                    guest.kill()
-                    guest.wait()
-        stdout = guest_out.read_text()
-        if not stdout.strip():
-            raise RuntimeError(f"[{mode}] guest failed (exit {guest.returncode}):\n"
-                               f"{guest_log.read_text()[-3000:]}\ndestination log:\n{dest.tail()}")
-        report = json.loads(stdout)
-        migration = next(m for m in _status(dest_url, token)["migrations"]
-                         if m["session"] == report["session"])
+        guest = start_guest(sock, ["--vcpus", str(plan.vcpus), "--pattern", plan.pattern,
+                                   "--accesses", str(plan.accesses), "--write-ratio",
+                                   str(plan.write_ratio), "--seed", str(plan.seed)],
+                            plan.out, name=f"guest-{mode}", prefix=hosts.dest_prefix)
+        try:
+            _watch(plan, mode, guest, dest.client)
+        finally:
+            if guest.poll() is None:
+                guest.kill()
+                guest.wait()
+        try:
+            guest_result = guest.result()
+        except RuntimeError as e:
+            raise RuntimeError(f"[{mode}] {e}\ndestination log:\n{dest.tail()}") from None
+        migration = dest.migration(guest_result["session"])
         _say(plan, f"[{mode}] {migration['phase']} in {time.monotonic() - started:.1f}s: "
                    f"{migration['faults']} faults, {migration['verified_pages']} pages verified, "
                    f"{migration['mismatched_pages']} mismatched")
-        _save_samples(plan, mode, dest_url, token, report["session"])
-        return _result(migration, report)
+        _save_samples(plan, mode, dest.client, guest_result["session"])
+        return _result(migration, guest_result)
     finally:
         dest.stop()
 
@@ -184,7 +167,8 @@ def _result(m: dict, guest: dict) -> dict:
             "fault_latency_seconds", "bytes_urgent", "bytes_background", "pages_total",
             "pages_urgent", "pages_background", "zero_pages", "verified_pages",
             "mismatched_pages", "refetched_pages", "eexist", "eagain", "duration_seconds",
-            "phase", "error")
+            "phase", "error", "faults_waited_on_background", "background_bytes_per_second",
+            "background_policy", "urgent_scheduling", "fault_stages")
     out = {k: m.get(k) for k in keys}
     out["vcpu_stall_seconds"] = guest["vcpu_stall_seconds"]
     out["per_vcpu"] = guest["per_vcpu"]
@@ -212,12 +196,12 @@ def poison_comparison(modes: list[dict]) -> dict | None:
 
 def run(plan: Plan) -> dict:
     plan.out.mkdir(parents=True, exist_ok=True)
-    hgm = detect_hgm()
+    detected = hgm.detect()
     token = secrets.token_urlsafe(24)
-    results: dict = {"host": host_block(hgm), "modes": []}
+    results: dict = {"host": host_block(detected), "modes": []}
     hosts = (TwoHosts(plan.link, plan.out, say=lambda text: _say(plan, text)) if plan.link
              else Loopback())
-    with _hugepages_for(plan, bool(hgm.present)) as (hugepage_size, reservation), \
+    with _hugepages_for(plan, bool(detected.present)) as (hugepage_size, reservation), \
             tempfile.TemporaryDirectory(prefix="migrator-exp-") as tmp, hosts:
         if hosts.link is not None:
             results["link"] = hosts.link
@@ -233,11 +217,11 @@ def run(plan: Plan) -> dict:
                    "and starting the source")
         poison = (["--poison-pages", plan.poison_pages] if plan.poison_pages else
                   ["--poison", str(plan.poison_rate)] if plan.poison_rate else [])
-        source = Child("source", ["source", "--listen", endpoint.listen, "--memory",
-                                  str(plan.memory), "--seed", str(plan.seed), *poison], plan.out,
-                       env={"MIGRATOR_TOKEN": token}, prefix=hosts.source_prefix)
+        source = start_source(["--listen", endpoint.listen, "--memory", str(plan.memory),
+                               "--seed", str(plan.seed), *poison], plan.out, url=endpoint.url,
+                              env={"MIGRATOR_TOKEN": token}, prefix=hosts.source_prefix,
+                              timeout=300)
         try:
-            source.wait_healthy(endpoint.url, timeout=300)
             for mode in plan.modes:
                 results["modes"].append(_run_mode(plan, mode, hugepage_size, source_url, token,
                                                   Path(tmp), hosts))

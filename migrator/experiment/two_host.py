@@ -16,7 +16,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .processes import free_port
+from ..errors import MigratorError
+from ..orchestration import free_port
+from ..units import format_seconds
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,13 @@ class TwoHosts:
             try:
                 self._link.__enter__()
             except NetnsError as e:
-                raise SystemExit(f"cannot build the two hosts (this needs root and iproute2): "
-                                 f"{e}") from e
-            self.link = self._link.report
+                raise MigratorError(f"cannot build the two hosts (this needs root and "
+                                    f"iproute2): {e}") from e
+            self.link = self._link.record
             self._tell(self.link)
             if self.link["problems"]:
-                raise SystemExit("the link is not what was asked for, so the results would not "
-                                 "be either:\n  " + "\n  ".join(self.link["problems"]))
+                raise MigratorError("the link is not what was asked for, so the results would "
+                                    "not be either:\n  " + "\n  ".join(self.link["problems"]))
         except BaseException:
             self.__exit__()
             raise
@@ -119,10 +121,10 @@ class TwoHosts:
                         self._link.bridge(self._link.dest_ns, "127.0.0.1", port))
 
     def _tell(self, link: dict) -> None:
-        from ..netns import format_rate, format_time
+        from ..netns import format_rate
 
         m = link["measured"]
-        self._say(f"link measured ({m['path']}): RTT p50 {format_time(m['rtt_seconds']['p50'])}, "
+        self._say(f"link measured ({m['path']}): RTT p50 {format_seconds(m['rtt_seconds']['p50'])}, "
                   f"{format_rate(m['throughput_bits_per_second'])} source -> destination, "
                   f"loss {m['loss']['one_way_loss_estimate']:.2%} each way")
         for note in link["notes"]:
@@ -131,7 +133,7 @@ class TwoHosts:
 
 def link_summary(link: dict) -> str:
     """The link as a small table: requested, how it was applied, what was measured."""
-    from ..netns import format_rate, format_time
+    from ..netns import format_rate
 
     req, applied, m = link["requested"], link["applied"], link["measured"]
     rtt = m["rtt_seconds"]
@@ -139,8 +141,8 @@ def link_summary(link: dict) -> str:
             ("bandwidth", req["bandwidth"], applied["bandwidth"]["method"],
              f"{format_rate(m['throughput_bits_per_second'])} source -> destination"),
             ("RTT", req["rtt"], applied["delay"]["method"],
-             f"p50 {format_time(rtt['p50'])} (min {format_time(rtt['min'])}, "
-             f"p99 {format_time(rtt['p99'])})"),
+             f"p50 {format_seconds(rtt['p50'])} (min {format_seconds(rtt['min'])}, "
+             f"p99 {format_seconds(rtt['p99'])})"),
             ("loss", f"{req['loss']:.3%}", applied["loss"]["method"],
              f"{m['loss']['one_way_loss_estimate']:.3%} each way")]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

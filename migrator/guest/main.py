@@ -7,23 +7,25 @@ import struct
 import threading
 import time
 
+from ..errors import MigratorError
 from ..protocol import PAGE_SIZE
 from ..protocol.digest import page_digest
 from ..protocol.guest import MAX_DIGEST_PAGES
-from ..stats import summarize
+from ..quantiles import summarize
 from . import trace, vcpu
-from .link import DestinationLink
 from .memory import GuestMemory
+from .session import DestinationSession
 
 MAX_STALL_SAMPLES = 200_000
+MAX_STALL_EVENTS = 100_000  # (page, start, stall): the fault anatomy's guest side
 VERIFY_SAMPLE_PAGES = 2048
 
 
 def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_ratio: float,
               seed: int, completion_timeout: float = 600.0, record: str | None = None,
               replay: str | None = None) -> dict:
-    link = DestinationLink(socket_path, vcpus)
-    layout = link.layout
+    dest = DestinationSession(socket_path, vcpus)
+    layout = dest.layout
     memory = GuestMemory(layout["size"], layout["memory_page_size"])
     stuck = False
     try:
@@ -32,7 +34,7 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
         pages = layout["size"] // PAGE_SIZE
         runs = vcpu.plan(memory.view.address, pages, vcpus, pattern, accesses, write_ratio, seed,
                          trace.load(replay, pages) if replay else None)
-        link.hand_over(memory)
+        dest.hand_over(memory)
         started = time.monotonic()
         # The destination's verdict can come while vCPUs still run: if the migration fails,
         # they are blocked on faults nobody will resolve, and the guest is lost.
@@ -41,20 +43,20 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
 
         def listen() -> None:
             try:
-                verdict.update(link.wait_complete(completion_timeout))
+                verdict.update(dest.wait_complete(completion_timeout))
             except Exception as e:  # reported below, from this thread
                 verdict["error"] = f"{type(e).__name__}: {e}"
             heard.set()
 
         threading.Thread(target=listen, daemon=True).start()
-        vcpus = threading.Thread(target=vcpu.run_all, args=(runs, link.announce_vcpus),
+        vcpus = threading.Thread(target=vcpu.run_all, args=(runs, dest.announce_vcpus),
                                  daemon=True)
         vcpus.start()
         while vcpus.is_alive():
             vcpus.join(0.1)
             if heard.is_set() and verdict.get("phase") != "complete" and vcpus.is_alive():
                 stuck = True  # their memory must stay mapped under them until we exit
-                return {"session": link.session, "mode": layout["mode"],
+                return {"session": dest.session, "mode": layout["mode"],
                         "backing": layout["backing"], "backing_label": layout["backing_label"],
                         "vcpus_blocked": True,
                         "migration": {k: v for k, v in verdict.items() if k not in ("type", "guest")}}
@@ -62,8 +64,8 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
         stalls = [t for r in runs for t in r.stalls_ns()]
         if record:
             trace.save(record, pages, runs)
-        report = {
-            "session": link.session, "mode": layout["mode"],
+        result = {
+            "session": dest.session, "mode": layout["mode"],
             "backing": layout["backing"], "backing_label": layout["backing_label"],
             "pattern": f"trace {replay}" if replay else pattern, "vcpus": len(runs),
             "accesses_per_vcpu": len(runs[0].pages),
@@ -71,29 +73,30 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
             "stall_threshold_ns": vcpu.STALL_THRESHOLD_NS,
             "vcpu_stall_seconds": summarize(t / 1e9 for t in stalls),
             "per_vcpu": [r.summary() for r in runs],
-            "sigbus": _sigbus_report(runs, memory.view.address),
+            "sigbus": _sigbus_summary(runs, memory.view.address),
         }
-        link.send({"type": "stalls", "threshold_ns": vcpu.STALL_THRESHOLD_NS,
-                   "vcpus": report["per_vcpu"], "samples_ns": stalls[:MAX_STALL_SAMPLES],
-                   "sigbus": report["sigbus"]["hits"]})
+        dest.send({"type": "stalls", "threshold_ns": vcpu.STALL_THRESHOLD_NS,
+                   "vcpus": result["per_vcpu"], "samples_ns": stalls[:MAX_STALL_SAMPLES],
+                   "events": [e for r in runs for e in r.stall_events()][:MAX_STALL_EVENTS],
+                   "sigbus": result["sigbus"]["hits"]})
         if not heard.wait(completion_timeout) or "phase" not in verdict:
-            raise SystemExit(f"no verdict from the destination on the migration: "
-                             f"{verdict.get('error', f'nothing within {completion_timeout:.0f}s')}")
+            raise MigratorError(f"no verdict from the destination on the migration: "
+                                f"{verdict.get('error', f'nothing within {completion_timeout:.0f}s')}")
         complete = verdict
-        report["migration"] = {k: v for k, v in complete.items() if k not in ("type", "guest")}
+        result["migration"] = {k: v for k, v in complete.items() if k not in ("type", "guest")}
         if complete.get("phase") == "complete":
             poisoned = complete.get("poison", {}).get("ranges", [])
-            report["verify"] = verify(link, memory, vcpu.expected_writes(runs), pages, seed,
+            result["verify"] = verify(dest, memory, vcpu.expected_writes(runs), pages, seed,
                                       poisoned)
-            link.send({"type": "verify", **report["verify"]})
-        return report
+            dest.send({"type": "verify", **result["verify"]})
+        return result
     finally:
-        link.close()
+        dest.close()
         if not stuck:
             memory.close()
 
 
-def _sigbus_report(runs: list[vcpu.VcpuRun], base: int) -> dict:
+def _sigbus_summary(runs: list[vcpu.VcpuRun], base: int) -> dict:
     hits = [h for r in runs for h in r.sigbus or ()]
     return {"hits": len(hits), "pages": len({(h.address - base) // PAGE_SIZE for h in hits}),
             "offsets": sorted({h.address - base for h in hits})[:100]}
@@ -103,7 +106,7 @@ def _in_ranges(offset: int, ranges: list[list[int]]) -> bool:
     return any(start <= offset < start + length for start, length in ranges)
 
 
-def verify(link: DestinationLink, memory: GuestMemory, expected: dict[int, int], pages: int,
+def verify(dest: DestinationSession, memory: GuestMemory, expected: dict[int, int], pages: int,
            seed: int, poisoned: list[list[int]] = ()) -> dict:
     """Read back a sample of pages we did not write against the manifest; check our writes.
 
@@ -116,7 +119,7 @@ def verify(link: DestinationLink, memory: GuestMemory, expected: dict[int, int],
     candidates = [p for p in rng.sample(range(pages), min(pages, VERIFY_SAMPLE_PAGES * 2))
                   if p not in written_pages and not _in_ranges(p * PAGE_SIZE, poisoned)]
     candidates = candidates[:min(VERIFY_SAMPLE_PAGES, MAX_DIGEST_PAGES)]
-    digests = link.digests(candidates)
+    digests = dest.digests(candidates)
     view = memory.view.view
     mismatched = [p for p, d in zip(candidates, digests)
                   if page_digest(view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]) != d]

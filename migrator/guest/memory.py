@@ -7,6 +7,8 @@ import os
 from cffi_uffd import (PAGE_SIZE, Feature, Mapping, RegisterMode, UffdError, Userfaultfd,
                        fallocate, memfd, populate)
 
+from ..errors import MigratorError
+
 
 class GuestMemory:
     def __init__(self, size: int, page_size: int):
@@ -18,7 +20,7 @@ class GuestMemory:
             fallocate(self.fd, 0, size)
         except UffdError as e:
             os.close(self.fd)
-            raise SystemExit(f"cannot allocate {size} bytes of {page_size}-byte pages for guest "
+            raise MigratorError(f"cannot allocate {size} bytes of {page_size}-byte pages for guest "
                              f"RAM: {e}") from e
         # Preallocate like a VMM with -mem-prealloc: shmem's fallocate leaves pages to be zeroed
         # on first touch (hugetlb zeroes at fallocate), which would otherwise land on the

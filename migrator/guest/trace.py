@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import MigratorError
+
 SCHEMA = "migrator/trace/1"
 
 
@@ -35,18 +37,18 @@ def load(path: str | Path, pages: int) -> list[VcpuTrace]:
     try:
         body = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise SystemExit(f"cannot read trace {path}: {e}") from e
+        raise MigratorError(f"cannot read trace {path}: {e}") from e
     if not isinstance(body, dict) or body.get("schema") != SCHEMA:
-        raise SystemExit(f"{path} is not a migrator trace (schema {SCHEMA}); record one with "
+        raise MigratorError(f"{path} is not a migrator trace (schema {SCHEMA}); record one with "
                          "`migrator guest --record FILE`")
     out = []
     for i, v in enumerate(body.get("vcpus") or []):
         seq, writes = v.get("pages"), v.get("writes")
         if (not isinstance(seq, list) or not isinstance(writes, list) or len(seq) != len(writes)
                 or not all(isinstance(p, int) and 0 <= p < pages for p in seq)):
-            raise SystemExit(f"{path}: vCPU {i} needs 'pages' (indices below {pages}, this "
+            raise MigratorError(f"{path}: vCPU {i} needs 'pages' (indices below {pages}, this "
                              "guest's size) and as many 'writes'; was it recorded on a larger guest?")
         out.append(VcpuTrace(seq, bytes(1 if w else 0 for w in writes)))
     if not out:
-        raise SystemExit(f"{path} holds no vCPU sequences")
+        raise MigratorError(f"{path} holds no vCPU sequences")
     return out

@@ -1,4 +1,4 @@
-"""vCPU threads: each runs the C touch loop (GIL released) over its access sequence."""
+"""vCPU threads: each runs the C touch loop (GIL released, touch.py) over its access sequence."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable
 
-from cffi_uffd import SigbusHit, touch_catching_sigbus
-
 from ..protocol import PAGE_SIZE
-from ..stats import summarize
+from ..quantiles import summarize
 from . import patterns
+from .touch import SigbusHit, touch
 
 # An access slower than this waited for something (a fault); a resident access takes ~100 ns.
 STALL_THRESHOLD_NS = 5_000
@@ -25,12 +24,21 @@ class VcpuRun:
     addresses: array
     values: array
     latency_ns: array | None = None
+    start_ns: array | None = None  # CLOCK_MONOTONIC when each access started
     sigbus: list[SigbusHit] | None = None  # accesses that touched poisoned memory
 
     def stalls_ns(self) -> list[int]:
         """Slow accesses; a touch of poisoned memory is a machine check, not a stall."""
         failed = {h.index for h in self.sigbus or ()}
         return [t for i, t in enumerate(self.latency_ns)
+                if t >= STALL_THRESHOLD_NS and i not in failed]
+
+    def stall_events(self) -> list[tuple[int, int, int]]:
+        """(page, CLOCK_MONOTONIC start ns, stall ns) of each stall, for the destination to
+        line up with its own stamps of the fetch that ended it."""
+        failed = {h.index for h in self.sigbus or ()}
+        return [(p, s, t) for i, (p, s, t) in enumerate(zip(self.pages, self.start_ns,
+                                                             self.latency_ns))
                 if t >= STALL_THRESHOLD_NS and i not in failed]
 
     def summary(self) -> dict:
@@ -72,7 +80,8 @@ def run_all(runs: list[VcpuRun], announce: Callable[[list[int]], None] | None = 
         tids[r.vcpu] = threading.get_native_id()
         ready.wait()
         # A VMM turns SIGBUS on poisoned memory into a machine check for the guest and goes on.
-        r.latency_ns, _, r.sigbus, _ = touch_catching_sigbus(r.addresses, r.writes, r.values)
+        done = touch(r.addresses, r.writes, r.values, catch_sigbus=True)
+        r.latency_ns, r.start_ns, r.sigbus = done.latency_ns, done.start_ns, done.sigbus
 
     # daemon: a vCPU blocked on a fault nobody will resolve must not keep the process alive
     threads = [threading.Thread(target=body, args=(r,), name=f"vcpu{r.vcpu}", daemon=True)

@@ -1,5 +1,1 @@
-"""What this host can do for migrator (`migrator host check`), and its hugetlb pools."""
-
-from .report import HGM_EMULATED, SCHEMA, build, exit_code
-
-__all__ = ["HGM_EMULATED", "SCHEMA", "build", "exit_code"]
+"""What this host can do for migrator (check), its hugetlb pools (pools), HGM detection (hgm)."""

@@ -1,11 +1,16 @@
-"""Growing and shrinking the hugetlb pools, and saying what the kernel really gave.
+"""The one way migrator grows and shrinks the hugetlb pools, and says what the kernel gave.
 
 Counts are of *available* pages: free pages that no mapping has claimed yet
 (free_hugepages - resv_hugepages), i.e. what a new guest can have.
 
+- available(size): how many there are now.
 - reserve(size, n): grow the pool until at least n pages are available; never shrinks it.
 - release(size, n): give back n available pages (all of them when n is None); pages in use
   or claimed by a mapping stay, the kernel refuses to free those.
+- with reserved(size, n) as got: for the length of a run (an experiment, a test), make n pages
+  available; yields how many are (fewer when memory is fragmented, 1 GiB pages especially);
+  gives back what it added on the way out.
+- snapshot(): every pool the kernel offers (for the host check and results.json).
 
 The kernel allocates what it can when nr_hugepages is raised and silently stops short when
 physical memory is too fragmented, which is common for 1 GiB pages long after boot. On a
@@ -14,6 +19,8 @@ shortfall we ask the kernel to compact memory once and try again.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from cffi_uffd import hugepages
@@ -25,6 +32,21 @@ _COMPACT = Path("/proc/sys/vm/compact_memory")
 
 def _available(pool: hugepages.Pool) -> int:
     return max(0, pool.available)
+
+
+def available(page_size: int) -> int:
+    """Pages of page_size free and not claimed by a mapping. ValueError: no such pool."""
+    return _available(hugepages.pool(page_size))
+
+
+def snapshot() -> dict[str, dict]:
+    """Every pool the kernel offers, keyed "2M", "1G": page_size, total, free, reserved
+    (claimed by mappings), surplus and available."""
+    out = {}
+    for size in hugepages.sizes():
+        p = hugepages.pool(size)
+        out[hugepage_label(size)] = {**p.as_dict(), "available": _available(p)}
+    return out
 
 
 def _state(pool: hugepages.Pool) -> dict:
@@ -80,3 +102,18 @@ def release(page_size: int, count: int | None = None) -> dict:
     return {"size": hugepage_label(page_size), "page_size": page_size,
             "asked": "all" if count is None else count, "before": _state(before),
             "after": _state(after), "released": before.total - after.total, "ok": True}
+
+
+@contextlib.contextmanager
+def reserved(page_size: int, count: int) -> Iterator[int]:
+    """Make count pages available for the length of the block; yield how many are.
+
+    Only what this call added to the pool is given back, so pages someone else reserved stay.
+    Raises PermissionError (not root) or ValueError (no pool of that size) before yielding.
+    """
+    result = reserve(page_size, count)
+    try:
+        yield result["got"]
+    finally:
+        if result["added"] > 0:
+            hugepages.set_total(page_size, hugepages.pool(page_size).total - result["added"])

@@ -1,4 +1,4 @@
-"""The host reports as aligned text for a person."""
+"""The host check and pool changes as aligned text for a person."""
 
 from __future__ import annotations
 

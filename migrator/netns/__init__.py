@@ -9,8 +9,7 @@
 """
 
 from .link import TwoHostLink
-from .ns import NetnsError, sweep_stale
-from .spec import LinkSpec, format_rate, format_time, parse_loss, parse_rate, parse_time
+from .ns import NetnsError
+from .spec import LinkSpec, format_rate
 
-__all__ = ["LinkSpec", "NetnsError", "TwoHostLink", "format_rate", "format_time", "parse_loss",
-           "parse_rate", "parse_time", "sweep_stale"]
+__all__ = ["LinkSpec", "NetnsError", "TwoHostLink", "format_rate"]

@@ -4,7 +4,7 @@
         link.source_listen, link.source_url      # where the source binds; what the dest dials
         link.run_prefix(link.source_ns)          # prefix a command to run it in a namespace
         link.bridge(link.dest_ns, "127.0.0.1", 8471)  # a URL on this host's loopback into it
-        link.report                              # requested, applied (how), measured
+        link.record                              # requested, applied (how), measured
 
 Bandwidth is a tbf on each veth end's egress. Delay is netem where the kernel has it; else a
 delaying relay (relay.py) in the source's namespace in front of the source, tuned so that the
@@ -24,9 +24,10 @@ import sys
 import threading
 from pathlib import Path
 
+from ..units import format_seconds
 from . import ns, probe, shaping
 from .relay import Relay, listen
-from .spec import LinkSpec, format_rate, format_time
+from .spec import LinkSpec, format_rate
 
 SOURCE_ADDR, DEST_ADDR, PREFIX_LEN = "10.213.0.1", "10.213.0.2", 30
 SOURCE_DEV, DEST_DEV = "mig-src", "mig-dst"  # the veth ends, one in each namespace
@@ -48,7 +49,7 @@ class TwoHostLink:
         self.say = say
         self.measure_seconds = measure_seconds
         self.source_ns = self.dest_ns = ""
-        self.report: dict = {}
+        self.record: dict = {}
         self._helpers: list[subprocess.Popen] = []
         self.helper_pids: dict[str, int] = {}  # "probe", and "relay" when there is one
         self._relay: subprocess.Popen | None = None
@@ -116,7 +117,7 @@ class TwoHostLink:
         self.say(f"link shaped: {self._describe(applied)}; measuring it")
         measured = self._measure()
         problems, notes = self._judge(measured)
-        self.report = {
+        self.record = {
             "topology": "two network namespaces joined by a veth pair, on this host",
             "namespaces": {"source": self.source_ns, "dest": self.dest_ns},
             "addresses": {"source": SOURCE_ADDR, "dest": DEST_ADDR},
@@ -136,12 +137,12 @@ class TwoHostLink:
         """Remove everything; SIGINT and SIGTERM (in the main thread) wait until it is done.
 
         The qdiscs' counters at that moment (bytes, drops, overlimits: how hard the shaping
-        worked during the run) go into the report first."""
+        worked during the run) go into the record first."""
         old = ({s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
                if threading.current_thread() is threading.main_thread() else {})
         try:
-            if self.report and ns.exists(self.source_ns) and ns.exists(self.dest_ns):
-                self.report["tc_after_run"] = {"source": shaping.show(self.source_ns, SOURCE_DEV),
+            if self.record and ns.exists(self.source_ns) and ns.exists(self.dest_ns):
+                self.record["tc_after_run"] = {"source": shaping.show(self.source_ns, SOURCE_DEV),
                                                "dest": shaping.show(self.dest_ns, DEST_DEV)}
             for bridge in self._bridges:
                 bridge.close()
@@ -177,8 +178,8 @@ class TwoHostLink:
         elif netem:
             applied["delay"] = {"method": "netem", "added_each_way_seconds": netem_delay,
                                 "detail": f"netem delay on the egress of both veth ends, "
-                                          f"{format_time(netem_delay)} each, on top of the "
-                                          f"veth's own {format_time(base_rtt)} RTT"}
+                                          f"{format_seconds(netem_delay)} each, on top of the "
+                                          f"veth's own {format_seconds(base_rtt)} RTT"}
         else:
             applied["delay"] = self._start_relay()
         loss_methods = {e["loss_method"] for e in ends.values()}
@@ -212,9 +213,9 @@ class TwoHostLink:
                 "path_rtt_without_delay_seconds": base,
                 "detail": f"sch_netem is not in this kernel: a TCP relay in the source's "
                           f"namespace, in front of the source, holds every chunk "
-                          f"{format_time(each_way)} in each direction (arrival time + delay, "
+                          f"{format_seconds(each_way)} in each direction (arrival time + delay, "
                           f"so throughput is kept); the path through it measured "
-                          f"{format_time(base)} RTT without the delay"}
+                          f"{format_seconds(base)} RTT without the delay"}
 
     @staticmethod
     def _describe(applied: dict) -> str:
@@ -261,11 +262,11 @@ class TwoHostLink:
                              f"this path{' (the relay is CPU-bound)' if self.relayed else ''}")
         if spec.rtt > 0:
             if got_rtt < spec.rtt * RTT_TOLERANCE - RTT_SLACK:
-                problems.append(f"measured RTT {format_time(got_rtt)}, below the requested "
-                                f"{format_time(spec.rtt)}: the delay did not take effect")
+                problems.append(f"measured RTT {format_seconds(got_rtt)}, below the requested "
+                                f"{format_seconds(spec.rtt)}: the delay did not take effect")
             elif got_rtt > spec.rtt * 1.5:
-                notes.append(f"measured RTT {format_time(got_rtt)}, above the requested "
-                             f"{format_time(spec.rtt)}: the path's own RTT is longer")
+                notes.append(f"measured RTT {format_seconds(got_rtt)}, above the requested "
+                             f"{format_seconds(spec.rtt)}: the path's own RTT is longer")
         if spec.loss > 0 and measured["loss"]["echoed"] == measured["loss"]["sent"]:
             notes.append("no datagram was lost in the measurement although loss was asked for")
         return problems, notes

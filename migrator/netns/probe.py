@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..stats import summarize
+from ..quantiles import summarize
 
 MESSAGE = 64
 _STREAM_CHUNK = 1 << 20

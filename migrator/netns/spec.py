@@ -45,7 +45,9 @@ def format_rate(bits_per_second: float) -> str:
     return f"{bits_per_second:.0f}bit"
 
 
-def format_time(seconds: float) -> str:
+def write_time(seconds: float) -> str:
+    """A time in the notation parse_time reads and tc writes ("100us", "2ms"); for display,
+    migrator.units.format_seconds."""
     if seconds >= 1:
         return f"{seconds:.4g}s"
     if seconds >= 1e-3:
@@ -71,7 +73,7 @@ class LinkSpec:
         return {
             "bandwidth": format_rate(self.bandwidth) if self.bandwidth else "unshaped",
             "bandwidth_bits_per_second": self.bandwidth,
-            "rtt": format_time(self.rtt) if self.rtt else "0",
+            "rtt": write_time(self.rtt) if self.rtt else "0",
             "rtt_seconds": self.rtt,
             "loss": self.loss,
         }

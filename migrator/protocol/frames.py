@@ -19,7 +19,7 @@ REQUEST = struct.Struct("<IQI")
 REPLY = struct.Struct("<IHHQI")
 MAX_REQUEST_LENGTH = 1 << 30  # one 1 GiB huge page; the source streams it, never buffers it
 
-OK, BAD_REQUEST, OUT_OF_RANGE, UNAVAILABLE = 0, 400, 416, 503
+OK, BAD_REQUEST, OUT_OF_RANGE = 0, 400, 416
 
 
 @dataclass(frozen=True, slots=True)

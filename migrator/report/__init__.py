@@ -1,4 +1,4 @@
-"""Reports of experiment runs: latency CDF plots, comparison tables (Markdown, HTML, text).
+"""Reports of experiment runs: latency CDF plots, the comparison table (Markdown, HTML, text).
 
     from migrator.report import load_run, render_run, compare
     run = load_run("results/latest")       # results.json and samples-<mode>.json
@@ -6,8 +6,9 @@
 """
 
 from .render import compare, render_run
-from .runs import Run, load_run
-from .samples import read_samples, samples_path, write_samples
+from .runs import Run, label_runs, load_run
+from .samples import read_samples, write_samples
+from .tables import Table, poison_ratio
 
-__all__ = ["Run", "compare", "load_run", "read_samples", "render_run", "samples_path",
-           "write_samples"]
+__all__ = ["Run", "Table", "compare", "label_runs", "load_run", "poison_ratio", "read_samples",
+           "render_run", "write_samples"]

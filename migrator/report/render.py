@@ -11,7 +11,7 @@ from ..units import hugepage_label
 from .plot import CYCLE, MODE_COLORS, Line, cdf_png
 from .runs import Run, label_runs
 from .samples import SERIES
-from .tables import Table
+from .tables import Table, poison_ratio
 
 PLOT = "latency-cdf.png"
 
@@ -79,6 +79,8 @@ def _notes(runs: list[Run]) -> list[str]:
     if not any(s.get("vcpu_stall_seconds") for r in runs for s in r.samples.values()):
         notes.append("The plot shows fault resolution latency as the destination measured it; "
                      "vCPU stalls appear in the table as the guest summarized them.")
+    notes += [f"{r.label}: {s}" if len(runs) > 1 else s[0].upper() + s[1:] + "."
+              for r in runs if (s := poison_ratio(r.results))]
     bad = [f"{r.label} · {m['mode']}" for r in runs for m in r.modes
            if m.get("phase") != "complete" or m.get("mismatched_pages")]
     if bad:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MigratorError
 from .samples import read_samples
 
 
@@ -25,13 +26,14 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     path = Path(path)
     results_file = path / "results.json" if path.is_dir() else path
     if not results_file.exists():
-        raise SystemExit(f"{path}: no results.json (run `migrator experiment --out {path}` first)")
+        raise MigratorError(f"{path}: no results.json (run `migrator experiment --out {path}` "
+                            f"first)")
     try:
         results = json.loads(results_file.read_text())
     except json.JSONDecodeError as e:
-        raise SystemExit(f"{results_file}: not valid JSON ({e})") from e
+        raise MigratorError(f"{results_file}: not valid JSON ({e})") from e
     if not isinstance(results, dict) or not isinstance(results.get("modes"), list):
-        raise SystemExit(f"{results_file}: not an experiment's results.json (no 'modes' list)")
+        raise MigratorError(f"{results_file}: not an experiment's results.json (no 'modes' list)")
     run_dir = results_file.parent
     samples = {m["mode"]: read_samples(run_dir, m["mode"]) for m in results["modes"]}
     return Run(run_dir, results, label or run_dir.resolve().name, samples)

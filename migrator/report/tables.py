@@ -1,22 +1,20 @@
-"""The comparison table: one row per measure, one column per (run, mode); as text, Markdown, HTML."""
+"""The comparison table: one row per measure, one column per (run, mode); as text, Markdown, HTML.
+
+The one table of migrator's results: `migrator experiment` prints it, `migrator report` prints
+and renders it.
+"""
 
 from __future__ import annotations
 
 import html
 from typing import Callable
 
-from ..units import format_size, hugepage_label
+from ..units import format_seconds, format_size, hugepage_label
 from .runs import Run
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
+    return "–" if seconds is None else format_seconds(seconds)
 
 
 def _mib(n: int | None) -> str:
@@ -67,18 +65,36 @@ ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
     ("result", _result),
 ]
 
+# With memory errors injected (--poison), before the result row.
+POISON_ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
+    ("memory errors", lambda m, _: str((m.get("poison") or {}).get("errors", 0))),
+    ("made inaccessible",
+     lambda m, _: format_size((m.get("poison") or {}).get("bytes_inaccessible", 0))),
+    ("guest SIGBUS hits",
+     lambda m, _: str(((m.get("poison") or {}).get("guest_sigbus") or {}).get("hits", 0))),
+]
+
+
+def poison_ratio(results: dict) -> str | None:
+    """How much more memory errors took away without HGM, as a sentence (None: no errors)."""
+    ratio = (results.get("poison") or {}).get("bytes_inaccessible_ratio_hugepage_to_hgm")
+    return f"memory errors take away {ratio:.0f}x more memory without HGM" if ratio else None
+
 
 class Table:
     def __init__(self, runs: list[Run]):
         self.multi = len(runs) > 1
         self.columns: list[str] = []
+        rows = ROWS
+        if any(r.results.get("poison") for r in runs):
+            rows = ROWS[:-1] + POISON_ROWS + ROWS[-1:]
         cells: list[list[str]] = []
         for run in runs:
             config = run.results.get("config", {})
             for m in run.modes:
                 self.columns.append(f"{run.label} · {m['mode']}" if self.multi else m["mode"])
-                cells.append([cell(m, config) for _, cell in ROWS])
-        self.rows = [(name, [col[i] for col in cells]) for i, (name, _) in enumerate(ROWS)]
+                cells.append([cell(m, config) for _, cell in rows])
+        self.rows = [(name, [col[i] for col in cells]) for i, (name, _) in enumerate(rows)]
 
     def text(self) -> str:
         width = max(len(name) for name, _ in self.rows)

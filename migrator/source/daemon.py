@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from migrator.listen import Listen, check_exposure  # noqa: F401 (re-exported for the CLI)
+from migrator.errors import MigratorError
+from migrator.listen import Listen, check_exposure
 from migrator.units import format_size
 
 from .image import GuestImage
@@ -70,7 +71,7 @@ async def _serve(image: GuestImage, listen: Listen, token: str | None, loop_name
         try:
             await site.start()
         except OSError as e:
-            raise SystemExit(f"cannot listen on {listen.host}:{listen.port}: {e.strerror}") from e
+            raise MigratorError(f"cannot listen on {listen.host}:{listen.port}: {e.strerror}") from e
         port = runner.addresses[0][1]
         stop = asyncio.Event()
         received: list[str] = []

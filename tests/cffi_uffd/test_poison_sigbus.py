@@ -6,7 +6,8 @@ import signal
 import traceback
 from array import array
 
-from cffi_uffd import PAGE_SIZE, Feature, Mapping, RegisterMode, Userfaultfd, touch
+from cffi_uffd import PAGE_SIZE, Feature, Mapping, RegisterMode, Userfaultfd
+from migrator.guest.touch import touch
 
 _CHILD_SURVIVED = 3
 

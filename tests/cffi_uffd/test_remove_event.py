@@ -5,8 +5,7 @@ import threading
 
 import pytest
 
-from cffi_uffd import PAGE_SIZE, Feature, Mapping, MappingChanged, RegisterMode, Remove, madvise
-from cffi_uffd._native import lib
+from cffi_uffd import PAGE_SIZE, Feature, Mapping, MappingChanged, RegisterMode, Remove, dontneed
 
 PAGES = 4
 
@@ -17,8 +16,7 @@ def test_dontneed_yields_remove_and_blocks_ioctls_until_read(new_uffd):
     with Mapping.anonymous(PAGES * PAGE_SIZE) as m, Mapping.anonymous(PAGE_SIZE) as src:
         uffd.register(m.address, m.length, RegisterMode.MISSING)
         # madvise waits until the handler has read the REMOVE event, so it runs in a thread.
-        advisor = threading.Thread(
-            target=madvise, args=(m.address, m.length, lib.MADV_DONTNEED), daemon=True)
+        advisor = threading.Thread(target=dontneed, args=(m.address, m.length), daemon=True)
         advisor.start()
         poller = select.poll()
         poller.register(uffd.fileno(), select.POLLIN)

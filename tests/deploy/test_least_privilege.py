@@ -34,8 +34,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cffi_uffd import SIZE_2M, hugepages
+from cffi_uffd import SIZE_2M
 from helpers.daemons import stop_daemon
+from migrator.host import pools
 
 from .conftest import DEPLOY
 from .syscalls import allowed_by, traced
@@ -174,7 +175,7 @@ def source(workdir, env):
 
 @pytest.fixture(scope="module")
 def pool_2m(workdir):
-    with hugepages.reserved(SIZE_2M, IMAGE_PAGES_2M + 1) as got:
+    with pools.reserved(SIZE_2M, IMAGE_PAGES_2M + 1) as got:
         if got < IMAGE_PAGES_2M + 1:
             pytest.skip(f"the kernel gave {got} of {IMAGE_PAGES_2M + 1} 2 MiB pages")
         yield
@@ -285,13 +286,13 @@ def test_root_without_capabilities_may_resize_a_hugetlb_pool():
     """migrator-hugepages.service runs as root with an empty capability bounding set: writing
     nr_hugepages is a plain write for the file's owner. Shown by writing a pool's current size
     back (a no-op for the kernel), from a root process that holds no capability."""
-    pools = sorted(Path("/sys/kernel/mm/hugepages").glob("hugepages-*kB"),
-                   key=lambda d: int(d.name[10:-2]), reverse=True)  # 1 GiB first: rarely in use
+    dirs = sorted(Path("/sys/kernel/mm/hugepages").glob("hugepages-*kB"),
+                  key=lambda d: int(d.name[10:-2]), reverse=True)  # 1 GiB first: rarely in use
     if os.geteuid() != 0:
         pytest.skip("needs root: the pool files are root's")
-    if not pools:
+    if not dirs:
         pytest.skip("this kernel has no hugetlb pools")
-    nr = pools[0] / "nr_hugepages"
+    nr = dirs[0] / "nr_hugepages"
     code = ("import sys; caps = [l for l in open('/proc/self/status') if l.startswith('Cap')]; "
             "assert all(int(l.split()[1], 16) == 0 for l in caps), caps; "
             f"f = open({str(nr)!r}, 'r+'); n = f.read(); f.seek(0); f.write(n); f.close(); "

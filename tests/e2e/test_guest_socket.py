@@ -14,9 +14,9 @@ import threading
 import time
 from array import array
 
-from cffi_uffd import touch
-from migrator import unixlink
-from migrator.guest.link import DestinationLink
+from migrator.guest.touch import touch
+from migrator import unixmessages
+from migrator.guest.session import DestinationSession
 from migrator.guest.memory import GuestMemory
 
 from .conftest import run_guest
@@ -30,8 +30,8 @@ def _connect(dest) -> socket.socket:
 
 
 def _hello(s: socket.socket) -> dict:
-    unixlink.send(s, {"type": "hello", "version": 1, "vcpus": 1, "pid": os.getpid()})
-    msg, _ = unixlink.recv(s)
+    unixmessages.send(s, {"type": "hello", "version": 1, "vcpus": 1, "pid": os.getpid()})
+    msg, _ = unixmessages.recv(s)
     assert msg["type"] == "layout"
     return msg
 
@@ -51,19 +51,19 @@ def test_garbage_and_wrong_messages_are_refused_with_a_message(dest_factory):
     dest = dest_factory("hgm")
     with _connect(dest) as s:  # not even a length-prefixed message
         s.sendall(struct.pack("<I", 5) + b"\xff\xfe{{{")
-        msg, _ = unixlink.recv(s)
+        msg, _ = unixmessages.recv(s)
         assert msg["type"] == "error" and "not JSON" in msg["message"]
     with _connect(dest) as s:  # a huge length
         s.sendall(struct.pack("<I", 1 << 31))
-        msg, _ = unixlink.recv(s)
+        msg, _ = unixmessages.recv(s)
         assert msg["type"] == "error" and "exceeds" in msg["message"]
     with _connect(dest) as s:  # the wrong version
-        unixlink.send(s, {"type": "hello", "version": 99})
-        msg, _ = unixlink.recv(s)
+        unixmessages.send(s, {"type": "hello", "version": 99})
+        msg, _ = unixmessages.recv(s)
         assert msg["type"] == "error" and "version" in msg["message"]
     with _connect(dest) as s:  # the wrong first message
-        unixlink.send(s, {"type": "memory"})
-        msg, _ = unixlink.recv(s)
+        unixmessages.send(s, {"type": "memory"})
+        msg, _ = unixmessages.recv(s)
         assert msg["type"] == "error" and "hello" in msg["message"]
     _still_serves(dest)
 
@@ -73,9 +73,9 @@ def test_wrong_fd_count_and_mismatched_regions_are_refused(dest_factory):
     with _connect(dest) as s:
         layout = _hello(s)
         r, w = os.pipe()
-        unixlink.send(s, {"type": "memory", "regions": []}, fds=[r])
+        unixmessages.send(s, {"type": "memory", "regions": []}, fds=[r])
         os.close(r), os.close(w)
-        msg, _ = unixlink.recv(s)
+        msg, _ = unixmessages.recv(s)
         assert msg["type"] == "error" and "2 file descriptors" in msg["message"]
     with _connect(dest) as s:
         layout = _hello(s)
@@ -83,9 +83,9 @@ def test_wrong_fd_count_and_mismatched_regions_are_refused(dest_factory):
         try:
             regions = memory.regions(layout["regions"])
             regions[0]["size"] //= 2  # does not cover the layout
-            unixlink.send(s, {"type": "memory", "regions": regions},
+            unixmessages.send(s, {"type": "memory", "regions": regions},
                           fds=[memory.uffd.fileno(), memory.fd])
-            msg, _ = unixlink.recv(s)
+            msg, _ = unixmessages.recv(s)
             assert msg["type"] == "error" and "cover" in msg["message"]
         finally:
             memory.close()
@@ -114,7 +114,7 @@ def test_guest_killed_mid_migration_is_reported_and_dest_survives(dest_factory):
 
 def test_many_vcpus_faulting_one_page_fetch_it_once(dest_factory):
     dest = dest_factory("hgm", 2 << 20, "--background-delay", "30")
-    link = DestinationLink(dest.socket, 8)
+    link = DestinationSession(dest.socket, 8)
     memory = GuestMemory(link.layout["size"], link.layout["memory_page_size"])
     try:
         link.hand_over(memory)

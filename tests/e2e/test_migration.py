@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cffi_uffd import SIZE_1G, SIZE_2M, hugepages
+from cffi_uffd import SIZE_1G, SIZE_2M
 from migrator.client.http import fetch_manifest
+from migrator.host import pools
 from migrator.protocol.manifest import DATA
 
 from .conftest import TOKEN, Dest, run_guest
@@ -43,7 +44,7 @@ def test_both_modes_on_2m_migrate_every_page_once_and_verify(source, pool_2m, de
 def test_hugepage_mode_on_1g_pages(tmp_path):
     from helpers.daemons import start_source, stop_daemon
 
-    with hugepages.reserved(SIZE_1G, 1) as got:
+    with pools.reserved(SIZE_1G, 1) as got:
         if got < 1:
             pytest.skip("the kernel could not reserve a 1 GiB page (fragmented memory)")
         proc, url = start_source("1GiB", seed=11, token=TOKEN)

@@ -10,10 +10,11 @@ from array import array
 
 import pytest
 
-from cffi_uffd import SIZE_2M, touch_catching_sigbus
+from cffi_uffd import SIZE_2M
+from migrator.guest.touch import touch
 from helpers.daemons import start_source, stop_daemon
 from migrator.client.http import fetch_manifest
-from migrator.guest.link import DestinationLink
+from migrator.guest.session import DestinationSession
 from migrator.guest.memory import GuestMemory
 from migrator.protocol.digest import page_digest
 from migrator.protocol.manifest import POISON
@@ -35,7 +36,7 @@ class Guest:
     """An in-test guest: its memory handed over, its vCPU touches done by hand."""
 
     def __init__(self, dest: Dest):
-        self.link = DestinationLink(dest.socket, 1)
+        self.link = DestinationSession(dest.socket, 1)
         self.memory = GuestMemory(self.link.layout["size"], self.link.layout["memory_page_size"])
         self.link.hand_over(self.memory)
         self.base = self.memory.view.address
@@ -43,7 +44,7 @@ class Guest:
     def touch(self, pages: list[int]) -> dict[int, int]:
         """page -> offset of the SIGBUS the touch got (only the pages that got one)."""
         addresses = array("Q", [self.base + p * 4096 + 8 for p in pages])
-        _, _, hits, _ = touch_catching_sigbus(addresses)
+        hits = touch(addresses, catch_sigbus=True).sigbus
         return {pages[h.index]: h.address - self.base for h in hits}
 
     def page_digest(self, page: int) -> int:

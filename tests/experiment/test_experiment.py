@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cffi_uffd import hugepages
+from migrator.host import pools
 
 SUMMARY = {"count", "p50", "p90", "p99", "max", "total"}
 
@@ -26,9 +26,9 @@ def _experiment(tmp_path, *args: str) -> dict:
 
 
 def test_poison_costs_a_huge_page_without_hgm_and_4k_with_it(tmp_path):
-    before = {s: hugepages.pool(s).total for s in hugepages.sizes()}
+    before = {size: p["total"] for size, p in pools.snapshot().items()}
     r = _experiment(tmp_path, "--poison-pages", "10,600,5000")
-    assert {s: hugepages.pool(s).total for s in hugepages.sizes()} == before  # given back
+    assert {size: p["total"] for size, p in pools.snapshot().items()} == before  # given back
     modes = {m["mode"]: m for m in r["modes"]}
     assert set(modes) == {"hgm", "hugepage"}
     for m in modes.values():

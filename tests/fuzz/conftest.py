@@ -89,5 +89,5 @@ def manifest(source) -> Image:
 @pytest.fixture(scope="module")
 def dest(source):
     d = Dest(source.url, "hgm", SIZE_2M)
-    yield Daemon(d.url, d.proc, d.log, d.socket)
+    yield Daemon(d.url, d, d.log, d.socket)
     d.stop()

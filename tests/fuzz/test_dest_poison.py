@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cffi_uffd import touch
-from migrator.guest.link import DestinationLink
+from migrator.guest.touch import touch
+from migrator.guest.session import DestinationSession
 from migrator.guest.memory import GuestMemory
 from migrator.protocol import PAGE_SIZE
 
@@ -32,7 +32,7 @@ class Guest:
     nothing unless a test says so."""
 
     def __init__(self, dest):
-        self.link = DestinationLink(dest.socket, 1)
+        self.link = DestinationSession(dest.socket, 1)
         self.memory = GuestMemory(self.link.layout["size"], self.link.layout["memory_page_size"])
         self.link.hand_over(self.memory)
         self.session = self.link.session

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migrator import unixlink
+from migrator import unixmessages
 from migrator.protocol.errors import ProtocolError
 
 from e2e.conftest import run_guest
@@ -51,7 +51,7 @@ def test_guest_socket_answers_a_layout_or_an_error_or_closes(dest, frames):
             pass  # it refused and closed before reading everything
         while True:
             try:
-                message, _ = unixlink.recv(s)
+                message, _ = unixmessages.recv(s)
             except (ConnectionError, ProtocolError):
                 break
             assert isinstance(message, dict) and message.get("type") in ("layout", "error"), message
@@ -67,7 +67,7 @@ def test_a_first_message_that_is_not_json_is_refused_with_a_message(dest, body):
         s.settimeout(10)
         s.connect(dest.socket)
         s.sendall(struct.pack("<I", len(body)) + body)
-        message, _ = unixlink.recv(s)
+        message, _ = unixmessages.recv(s)
         assert message["type"] == "error" and message["message"], message
 
 
@@ -77,8 +77,8 @@ def test_regions_with_addresses_that_are_not_integers_are_refused_with_a_message
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(dest.socket)
-        unixlink.send(s, _hello)
-        layout, _ = unixlink.recv(s)
+        unixmessages.send(s, _hello)
+        layout, _ = unixmessages.recv(s)
         region = (f'{{"base_host_virt_addr": {value}, "size": {layout["size"]}, "offset": 0, '
                   f'"page_size": {layout["memory_page_size"]}}}')
         body = f'{{"type": "memory", "regions": [{region}]}}'.encode()
@@ -90,7 +90,7 @@ def test_regions_with_addresses_that_are_not_integers_are_refused_with_a_message
         finally:
             for fd in fds:
                 os.close(fd)
-        message, _ = unixlink.recv(s)
+        message, _ = unixmessages.recv(s)
         assert message["type"] == "error", message
         assert "integers" in message["message"] or "address space" in message["message"]
 

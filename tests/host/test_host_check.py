@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import cffi_uffd
 from cffi_uffd import Feature, Userfaultfd, supported_features
+from migrator.host import hgm
 
 from .clirun import run_cli, run_json, sysfs_pool
 
@@ -49,7 +49,7 @@ def test_hgm_is_absent_and_found_by_the_madv_split_probe_not_feature_bit_13(root
     assert "EINVAL" in report["hgm_detection"]["detail"]
     # Bit 13 (WP_UNPOPULATED upstream) is offered by this kernel, and says nothing about HGM.
     assert report["features"]["wp_unpopulated"] is True
-    assert cffi_uffd.detect_hgm().present is False
+    assert hgm.detect().present is False
 
 
 def test_hgm_mode_runs_emulated_on_shmem_without_hgm(report):

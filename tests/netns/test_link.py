@@ -23,9 +23,9 @@ def _link(tmp_path, bandwidth=None, rtt=None, loss=None) -> TwoHostLink:
 
 def test_bandwidth_is_shaped_by_tbf_in_both_directions(tmp_path):
     with _link(tmp_path) as free:
-        unshaped = free.report["measured"]["throughput_bits_per_second"]
+        unshaped = free.record["measured"]["throughput_bits_per_second"]
     with _link(tmp_path, "200mbit") as link:
-        r = link.report
+        r = link.record
         shaped = r["measured"]["throughput_bits_per_second"]
         assert r["applied"]["bandwidth"]["method"] == "tbf"
         for dev in (SOURCE_DEV, DEST_DEV):
@@ -40,7 +40,7 @@ def test_bandwidth_is_shaped_by_tbf_in_both_directions(tmp_path):
 
 def test_rtt_is_added_and_measured(tmp_path):
     with _link(tmp_path, rtt="20ms") as link:
-        r = link.report
+        r = link.record
     rtt = r["measured"]["rtt_seconds"]
     assert rtt["p50"] >= 0.018 and rtt["min"] >= 0.018, rtt
     assert rtt["p50"] < 0.030, rtt
@@ -54,7 +54,7 @@ def test_rtt_is_added_and_measured(tmp_path):
 
 def test_loss_drops_packets_in_the_kernel(tmp_path):
     with _link(tmp_path, loss="5%") as link:
-        r = link.report
+        r = link.record
     assert r["applied"]["loss"]["method"] in ("netem", "cls_bpf-random-drop")
     one_way = r["measured"]["loss"]["one_way_loss_estimate"]
     assert 0.02 <= one_way <= 0.10, r["measured"]["loss"]
@@ -63,7 +63,7 @@ def test_loss_drops_packets_in_the_kernel(tmp_path):
 def test_a_link_whose_shaping_is_gone_is_caught(tmp_path):
     """Take the tbf away behind the link's back: the same measurement must flag it."""
     with _link(tmp_path, "200mbit", "5ms") as link:
-        assert link.report["shaping_effective"]
+        assert link.record["shaping_effective"]
         for name, dev in ((link.source_ns, SOURCE_DEV), (link.dest_ns, DEST_DEV)):
             ns.tc(name, "qdisc", "del", "dev", dev, "root")
         link._relay.stdin.write("delay 0\n")

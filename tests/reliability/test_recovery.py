@@ -190,9 +190,9 @@ def test_a_destination_that_stalls_for_seconds_loses_nothing(own_source):
     try:
         guest, session = _start_guest(dest, "--vcpus", "2", "--accesses", "2000")
         time.sleep(0.2)
-        os.kill(dest.proc.pid, signal.SIGSTOP)  # the whole daemon freezes, streams mid-reply
+        os.kill(dest.pid, signal.SIGSTOP)  # the whole daemon freezes, streams mid-reply
         time.sleep(3)
-        os.kill(dest.proc.pid, signal.SIGCONT)
+        os.kill(dest.pid, signal.SIGCONT)
         out, _ = guest.communicate(timeout=120)
         _assert_nothing_lost(json.loads(out), pages)
     finally:

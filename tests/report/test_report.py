@@ -17,7 +17,7 @@ import pytest
 
 from migrator.report import load_run, read_samples, render_run
 from migrator.report.progress import Progress, bar
-from migrator.stats import summarize
+from migrator.quantiles import summarize
 
 MODES = ("hgm", "hugepage")
 HGM_COLOR, HUGEPAGE_COLOR = (0x0F, 0x8B, 0x8D), (0xD9, 0x73, 0x1A)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import ssl
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +16,12 @@ import pytest
 from cffi_uffd import SIZE_2M
 from e2e.conftest import TOKEN, Dest
 from helpers.daemons import daemon_log, stop_daemon
+from migrator import orchestration
 
 from .pki import PKI, make_pki
 
 MEMORY, SEED = "64MiB", 23
 MEMORY_BYTES = 64 << 20
-_LISTENING = re.compile(r"source listening on (https?://\S+?):? ")
 
 
 @dataclass
@@ -48,38 +45,9 @@ def start_source(*args: str, context: ssl.SSLContext | None = None) -> Daemon:
     """`migrator source --listen 127.0.0.1:0 ARGS`; waits until /healthz answers (over TLS
     with `context`)."""
     workdir = Path(tempfile.mkdtemp(prefix="migrator-source-"))
-    log_path = workdir / "source.log"
-    env = {k: v for k, v in os.environ.items() if k != "MIGRATOR_TOKEN"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "migrator.cli", "source", "--listen",
-                                 "127.0.0.1:0", *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=env)
-    proc.log_path = log_path  # type: ignore[attr-defined]
-    try:
-        deadline = time.monotonic() + 60
-        while not (m := _LISTENING.search(log_path.read_text(errors="replace"))):
-            assert proc.poll() is None, f"source exited: {daemon_log(proc)}"
-            assert time.monotonic() < deadline, f"source not listening: {daemon_log(proc)}"
-            time.sleep(0.05)
-        url = m.group(1)
-        wait_healthy(url, context, proc)
-    except BaseException:
-        stop_daemon(proc)
-        raise
-    return Daemon(proc, url)
-
-
-def wait_healthy(url: str, context: ssl.SSLContext | None, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2, context=context) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            assert proc.poll() is None, f"daemon exited: {daemon_log(proc)}"
-            assert time.monotonic() < deadline, f"daemon not healthy: {daemon_log(proc)}"
-        time.sleep(0.05)
+    proc = orchestration.start_source(["--listen", "127.0.0.1:0", *args], workdir,
+                                      env={"MIGRATOR_TOKEN": None}, context=context, timeout=60)
+    return Daemon(proc, proc.url)
 
 
 def token_file(directory: Path, token: str = TOKEN) -> str:

@@ -3,15 +3,13 @@ both daemons."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from e2e.conftest import TOKEN, free_port
+from e2e.conftest import TOKEN
 from helpers.daemons import start_source as start_plain_source, stop_daemon
+from migrator import orchestration
 
-from .conftest import run_cli, token_file, wait_healthy
+from .conftest import run_cli, token_file
 
 EXPOSED = ["0.0.0.0:8470", "[::]:8470", "example.org:8470"]
 
@@ -31,7 +29,9 @@ def test_both_daemons_refuse_a_non_loopback_bind_without_a_token_in_the_same_wor
         r = run_cli(*_daemon_args(daemon, tmp_path), "--listen", listen)
         assert r.returncode != 0
         assert "Traceback" not in r.stderr
-        said[daemon] = r.stderr.strip().splitlines()[-1]
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"migrator {daemon}: "), last
+        said[daemon] = last.removeprefix(f"migrator {daemon}: ")
     host = listen.rpartition(":")[0].strip("[]")
     assert said["source"] == said["dest"]
     assert said["dest"].startswith(f"refusing to listen on {host}:8470 without a token")
@@ -55,16 +55,12 @@ def test_loopback_needs_no_token(listen, tmp_path):
 
 def test_dest_beyond_loopback_with_a_token_is_allowed(tmp_path):
     proc, url = start_plain_source("2MiB", seed=1, token=TOKEN)
-    port = free_port()
-    with open(tmp_path / "dest.log", "wb") as log:
-        dest = subprocess.Popen(
-            [sys.executable, "-m", "migrator.cli", "dest", "--listen", f"0.0.0.0:{port}",
-             "--source", url, "--mode", "hgm", "--hugepage-size", "2M",
-             "--guest-socket", str(tmp_path / "guest.sock"), "--token-file", token_file(tmp_path)],
-            stdout=log, stderr=subprocess.STDOUT)
-    dest.log_path = tmp_path / "dest.log"  # type: ignore[attr-defined]
+    port = orchestration.free_port()
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", None, dest)
-    finally:
+        dest = orchestration.start_dest(
+            url, "hgm", 2 << 20, str(tmp_path / "guest.sock"), tmp_path,
+            listen=f"0.0.0.0:{port}", url=f"http://127.0.0.1:{port}",
+            extra=["--token-file", token_file(tmp_path)], timeout=30)
         stop_daemon(dest)
+    finally:
         stop_daemon(proc)

@@ -12,9 +12,10 @@ import os
 
 import pytest
 
-from cffi_uffd import SIZE_2M, hugepages
+from cffi_uffd import SIZE_2M
 from helpers.daemons import start_source, stop_daemon
 from migrator.client.http import fetch_manifest
+from migrator.host import pools
 from migrator.units import parse_size
 
 from e2e.conftest import TOKEN
@@ -49,7 +50,7 @@ def pool_2m():
     """2 MiB pages for two guests at once (a guest's memory outlives it briefly on the
     destination), plus one for the destination's HGM probe; given back afterwards."""
     need = 2 * parse_size(IMAGE) // SIZE_2M + 1
-    with hugepages.reserved(SIZE_2M, need) as got:
+    with pools.reserved(SIZE_2M, need) as got:
         if got < need:
             pytest.skip(f"the kernel gave {got} of {need} 2 MiB pages")
         yield

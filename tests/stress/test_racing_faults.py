@@ -13,9 +13,10 @@ from array import array
 
 import pytest
 
-from cffi_uffd import SIZE_2M, touch
-from migrator.guest.link import DestinationLink
+from cffi_uffd import SIZE_2M
 from migrator.guest.memory import GuestMemory
+from migrator.guest.session import DestinationSession
+from migrator.guest.touch import touch
 from migrator.protocol import PAGE_SIZE
 from migrator.protocol.digest import page_digest
 
@@ -47,7 +48,7 @@ class RacingGuest:
     """One guest: VCPUS threads run the C touch loop from the same barrier at switchover."""
 
     def __init__(self, dest: Dest, seed: int):
-        self.link = DestinationLink(dest.socket, VCPUS)
+        self.link = DestinationSession(dest.socket, VCPUS)
         layout = self.link.layout
         self.memory = GuestMemory(layout["size"], layout["memory_page_size"])
         self.pages = layout["size"] // PAGE_SIZE

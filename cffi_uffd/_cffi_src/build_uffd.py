@@ -1,7 +1,11 @@
 """cffi build script (API mode): compiles cffi_uffd._native against <linux/userfaultfd.h>.
 
-Constants and struct layouts are resolved by the C compiler from the kernel headers (plus the
-upstream additions in _native.h), never typed in by hand here.
+Build time only: setup.py names this file in cffi_modules, and the runtime package imports
+nothing from here, only the compiled cffi_uffd._native. Constants and struct layouts are
+resolved by the C compiler from the kernel headers (plus the upstream additions in uffd.h),
+never typed in by hand here.
+
+    python cffi_uffd/_cffi_src/build_uffd.py   # compile in place, without pip
 """
 
 from pathlib import Path
@@ -35,7 +39,6 @@ struct uffd_event {
 
 #define UFFDIO_API ...
 #define UFFDIO_REGISTER ...
-#define UFFDIO_UNREGISTER ...
 #define UFFDIO_WAKE ...
 #define UFFDIO_COPY ...
 #define UFFDIO_ZEROPAGE ...
@@ -102,11 +105,7 @@ struct uffd_event {
 #define PROT_READ ...
 #define PROT_WRITE ...
 #define MADV_DONTNEED ...
-#define MADV_REMOVE ...
 #define MADV_SPLIT ...
-#define MADV_POPULATE_READ ...
-#define MADV_HWPOISON ...
-#define BUS_MCEERR_AR ...
 #define MADV_POPULATE_WRITE ...
 #define FALLOC_FL_KEEP_SIZE ...
 #define FALLOC_FL_PUNCH_HOLE ...
@@ -115,12 +114,6 @@ int uffd_open_syscall(int flags);
 int uffd_open_dev(const char *path, int flags);
 int uffd_ioctl(int fd, unsigned long request, void *arg);
 int uffd_read_events(int fd, struct uffd_event *out, int max, int timeout_ms);
-struct sigbus_hit { uint64_t index; uint64_t address; int32_t lsb; int32_t code; };
-int catch_sigbus(void);
-uint64_t touch_loop(const uint64_t *addrs, const uint8_t *writes, const uint64_t *values,
-                    size_t n, uint64_t *latency_ns, struct sigbus_hit *hits, size_t max_hits,
-                    size_t *nhits);
-uint64_t now_ns(void);
 void *map_shared(size_t length, int prot, int fd, long offset);
 void *map_anonymous(size_t length);
 int unmap(void *addr, size_t length);
@@ -133,10 +126,14 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "cffi_uffd._native",
-    '#include "_native.h"',
+    '#include "uffd.h"',
     include_dirs=[str(_HERE)],
     extra_compile_args=["-O2"],
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=True)
+    # The generated _native.c and objects go to build/; the module lands in cffi_uffd/.
+    root = _HERE.parents[1]
+    built = ffibuilder.compile(tmpdir=str(root / "build" / "cffi"), verbose=True)
+    target = root / "cffi_uffd" / Path(built).name
+    target.write_bytes(Path(built).read_bytes())

@@ -14,10 +14,12 @@ import socket
 import stat
 from pathlib import Path
 
-from cffi_uffd import Feature, UffdError, Userfaultfd, detect_hgm, hugepages, supported_features
+from cffi_uffd import Feature, UffdError, Userfaultfd, supported_features
 from cffi_uffd.userfaultfd import DEV_PATH
 
 from migrator.units import hugepage_label
+
+from . import hgm, pools
 
 SCHEMA = "migrator/host-check/1"
 HGM_EMULATED = "hgm (emulated on shmem)"
@@ -151,22 +153,12 @@ def _userfaultfd() -> tuple[dict, dict]:
 
 # -- memory --------------------------------------------------------------------------------
 
-def _pools() -> dict:
-    pools = {}
-    for size in hugepages.sizes():
-        p = hugepages.pool(size)
-        nr = Path(f"/sys/kernel/mm/hugepages/hugepages-{size // 1024}kB/nr_hugepages")
-        pools[hugepage_label(size)] = {
-            "page_size": size,
-            "total": p.total,
-            "free": p.free,
-            "reserved": p.reserved,
-            "surplus": p.surplus,
-            # free pages that no mapping has claimed yet: what a new guest can have
-            "available": max(0, p.available),
-            "resizable": os.access(nr, os.W_OK),
-        }
-    return pools
+def _pool_section() -> dict:
+    section = pools.snapshot()
+    for p in section.values():
+        nr = Path(f"/sys/kernel/mm/hugepages/hugepages-{p['page_size'] // 1024}kB/nr_hugepages")
+        p["resizable"] = os.access(nr, os.W_OK)
+    return section
 
 
 def _thp() -> dict:
@@ -179,10 +171,10 @@ def _thp() -> dict:
     return {"enabled": selected("enabled"), "shmem_enabled": selected("shmem_enabled")}
 
 
-def _hgm() -> dict:
+def _hgm_section() -> dict:
     try:
-        return detect_hgm().as_dict()
-    except Exception as e:  # the probe must never take the whole report down
+        return hgm.detect().as_dict()
+    except Exception as e:  # the probe must never take the whole check down
         return {"present": None, "method": "madvise(MADV_SPLIT)", "detail": f"probe failed: {e}"}
 
 
@@ -248,31 +240,31 @@ def _modes(uffd: dict, features: dict, pools: dict, hgm: dict) -> dict:
     return {"hugepage": hugepage, "hgm": hgm_mode}
 
 
-# -- the report ----------------------------------------------------------------------------
+# -- the check -----------------------------------------------------------------------------
 
 def build() -> dict:
-    """The whole report. Pools are read before the HGM probe, which may borrow a huge page."""
+    """The whole check. Pools are read before the HGM probe, which may borrow a huge page."""
     uffd, features = _userfaultfd()
-    pools = _pools()
-    hgm = _hgm()
-    modes = _modes(uffd, features, pools, hgm)
+    pool_section = _pool_section()
+    probe = _hgm_section()
+    modes = _modes(uffd, features, pool_section, probe)
     return {
         "schema": SCHEMA,
         "kernel": _kernel(),
         "host": _host(),
         "userfaultfd": uffd,
         "features": features,
-        "hugepages": pools,
+        "hugepages": pool_section,
         "thp": _thp(),
-        "hgm": hgm["present"],
-        "hgm_detection": hgm,
+        "hgm": probe["present"],
+        "hgm_detection": probe,
         "modes": modes,
     }
 
 
-def exit_code(report: dict) -> int:
-    if not report["userfaultfd"]["usable"]:
+def exit_code(check: dict) -> int:
+    if not check["userfaultfd"]["usable"]:
         return EXIT_NO_USERFAULTFD
-    if not any(m["available"] for m in report["modes"].values()):
+    if not any(m["available"] for m in check["modes"].values()):
         return EXIT_NO_MODE
     return EXIT_OK

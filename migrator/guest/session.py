@@ -1,39 +1,41 @@
-"""The guest's side of the conversation with the destination (protocol/guest.py)."""
+"""The guest's session with the destination on its UNIX socket (messages: protocol/guest.py;
+the destination's side is dest/session.py)."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from .. import unixlink
+from .. import unixmessages
+from ..errors import MigratorError
 from ..protocol.guest import VERSION, expect
 from .memory import GuestMemory
 
 
-class DestinationLink:
+class DestinationSession:
     def __init__(self, socket_path: str, vcpus: int):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(socket_path)
         except OSError as e:
             self.sock.close()
-            raise SystemExit(f"cannot connect to the destination at {socket_path}: {e.strerror}; "
+            raise MigratorError(f"cannot connect to the destination at {socket_path}: {e.strerror}; "
                              "is `migrator dest --guest-socket` running there?") from e
-        unixlink.send(self.sock, {"type": "hello", "version": VERSION, "vcpus": vcpus,
+        unixmessages.send(self.sock, {"type": "hello", "version": VERSION, "vcpus": vcpus,
                                   "pid": os.getpid()})
         self.layout = self.receive("layout")
         self.session: str | None = None
 
     def receive(self, kind: str) -> dict:
-        msg, _ = unixlink.recv(self.sock)
+        msg, _ = unixmessages.recv(self.sock)
         return expect(msg, kind)
 
     def send(self, message: dict) -> None:
-        unixlink.send(self.sock, message)
+        unixmessages.send(self.sock, message)
 
     def hand_over(self, memory: GuestMemory) -> None:
         """Switchover: give the destination our userfaultfd and RAM; it is ready to resolve."""
-        unixlink.send(self.sock, {"type": "memory", "regions": memory.regions(self.layout["regions"])},
+        unixmessages.send(self.sock, {"type": "memory", "regions": memory.regions(self.layout["regions"])},
                       fds=[memory.uffd.fileno(), memory.fd])
         self.session = self.receive("ready").get("session")
 

@@ -7,28 +7,21 @@ import json
 import sys
 from pathlib import Path
 
-from ..guest.patterns import PATTERNS
+from ..errors import MigratorError
 from ..units import parse_size
+from . import options
 
 
 def register(sub) -> None:
     p = sub.add_parser("experiment", help="migrate the same guest in each mode and compare")
-    p.add_argument("--memory", type=parse_size, default=parse_size("2GiB"))
-    p.add_argument("--hugepage-size", type=parse_size, default=parse_size("1G"), metavar="1G|2M")
+    p.add_argument("--memory", type=options.size, default=parse_size("2GiB"),
+                   help="guest memory, a multiple of 2 MiB (default 2GiB)")
+    options.add_hugepage_size(p, "1G")
     p.add_argument("--modes", default="hgm,hugepage")
-    p.add_argument("--pattern", choices=PATTERNS, default="zipf")
-    p.add_argument("--vcpus", type=int, default=4)
-    p.add_argument("--accesses", type=int, default=5000, help="accesses per vCPU")
-    p.add_argument("--write-ratio", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=42)
+    options.add_workload(p, accesses=5000, seed=42)
     p.add_argument("--out", type=Path, default=Path("results/latest"))
     p.add_argument("--json", action="store_true", help="print results.json to stdout, no progress")
-    poison = p.add_mutually_exclusive_group()
-    poison.add_argument("--poison", type=float, default=0.0, metavar="RATE",
-                        help="poison this fraction of pages on the source (memory errors), "
-                             "e.g. 0.0001, and compare how much memory each mode loses")
-    poison.add_argument("--poison-pages", metavar="LIST",
-                        help="poison exactly these 4 KiB pages on the source, e.g. 12,4096-4100")
+    options.add_poison(p, "on the source, and compare how much memory each mode loses")
     two = p.add_argument_group(
         "two hosts", "run the source and the destinations in two network namespaces joined by "
         "a veth pair shaped with tc; the link is measured first and recorded in results.json")
@@ -53,7 +46,7 @@ def _link_spec(args):
     given = [f"--{n}" for n in ("bandwidth", "rtt", "loss") if getattr(args, n) is not None]
     if not args.two_host:
         if given:
-            raise SystemExit(f"{' '.join(given)}: the link is shaped only with --two-host")
+            raise MigratorError(f"{' '.join(given)}: the link is shaped only with --two-host")
         return None
     from ..netns import LinkSpec
 
@@ -62,21 +55,19 @@ def _link_spec(args):
     try:
         return LinkSpec.parse(*values)
     except ValueError as e:
-        raise SystemExit(f"migrator experiment: {e}") from None
+        raise MigratorError(str(e)) from None
 
 
 def run(args) -> int:
-    from .runner import Plan, run as run_plan
-    from .table import comparison
+    from ..experiment.runner import Plan, run as run_plan
+    from ..report import Run, Table, poison_ratio
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in ("hgm", "hugepage")]
     if bad or not modes:
-        raise SystemExit(f"--modes {args.modes!r}: use a comma-separated subset of hgm,hugepage")
-    if args.hugepage_size not in (2 << 20, 1 << 30):
-        raise SystemExit("--hugepage-size must be 2M or 1G")
+        raise MigratorError(f"--modes {args.modes!r}: use a comma-separated subset of hgm,hugepage")
     if args.memory % (2 << 20) or args.memory <= 0:
-        raise SystemExit("--memory must be a positive multiple of 2 MiB")
+        raise MigratorError("--memory must be a positive multiple of 2 MiB")
     hp = args.hugepage_size
     if args.memory % hp:
         print(f"--memory is not a multiple of {hp >> 20} MiB; using 2 MiB huge pages", file=sys.stderr)
@@ -89,9 +80,11 @@ def run(args) -> int:
         json.dump(results, sys.stdout, indent=2)
         print()
     else:
-        print(comparison(results))
+        print(Table([Run(args.out, results)]).text())
+        if poison_ratio(results):
+            print(f"\n{poison_ratio(results)}")
         if "link" in results:
-            from .two_host import link_summary
+            from ..experiment.two_host import link_summary
 
             print(f"\n{link_summary(results['link'])}")
         print(f"\nresults: {args.out / 'results.json'}")

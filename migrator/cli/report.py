@@ -23,9 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .render import compare, render_run
-    from .runs import load_run, label_runs
-    from .tables import Table
+    from ..report import Table, compare, label_runs, load_run, render_run
 
     runs = [load_run(d) for d in args.dirs]
     label_runs(runs)

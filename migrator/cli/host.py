@@ -8,15 +8,15 @@ import sys
 
 from cffi_uffd import SIZE_1G, SIZE_2M
 
-from . import pools, render, report
+from ..host import check, pools, render
 
 _ALL = -1  # `release --1g` without a count: all available pages
 
 
 def _check(args: argparse.Namespace) -> int:
-    r = report.build()
-    print(json.dumps(r, indent=2) if args.json else render.check(r))
-    return report.exit_code(r)
+    found = check.build()
+    print(json.dumps(found, indent=2) if args.json else render.check(found))
+    return check.exit_code(found)
 
 
 def _asked(args: argparse.Namespace) -> list[tuple[int, int | None]]:
@@ -54,12 +54,12 @@ def register(subparsers) -> None:
                                  description=__doc__)
     sub = host.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    check = sub.add_parser("check", help="kernel, userfaultfd, features, pools, HGM, modes",
-                           description="Print what this host can do. Exit 0: ready; "
-                           "1: userfaultfd cannot be used (the fix is printed); "
-                           "2: userfaultfd works but neither mode can run.")
-    check.add_argument("--json", action="store_true", help="the report as JSON (see README)")
-    check.set_defaults(func=_check)
+    checking = sub.add_parser("check", help="kernel, userfaultfd, features, pools, HGM, modes",
+                              description="Print what this host can do. Exit 0: ready; "
+                              "1: userfaultfd cannot be used (the fix is printed); "
+                              "2: userfaultfd works but neither mode can run.")
+    checking.add_argument("--json", action="store_true", help="the check as JSON (see README)")
+    checking.set_defaults(func=_check)
 
     reserve = sub.add_parser("reserve", help="grow hugetlb pools to at least N available pages",
                              description="Grow each named pool until at least N pages are "

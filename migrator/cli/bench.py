@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .measure import measure
+    from ..bench.measure import measure
 
     args.out.mkdir(parents=True, exist_ok=True)
     result = measure(quick=args.quick, log_dir=args.out,

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
-from .patterns import PATTERNS
+from . import options
 
 
 def register(sub) -> None:
     p = sub.add_parser("guest", help="run a synthetic guest whose vCPUs fault on migrating memory")
     p.add_argument("--dest-socket", required=True, metavar="PATH")
-    p.add_argument("--vcpus", type=int, default=4)
-    p.add_argument("--pattern", choices=PATTERNS, default="zipf")
-    p.add_argument("--accesses", type=int, default=20000, help="accesses per vCPU")
-    p.add_argument("--write-ratio", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    options.add_workload(p, accesses=20000, seed=1)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--record", metavar="FILE",
                    help="write the vCPUs' access sequences and the stalls they saw to FILE")
     p.add_argument("--replay", metavar="FILE",
@@ -26,29 +22,27 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .main import run_guest
+    from ..guest.main import run_guest
 
-    if args.vcpus < 1 or args.accesses < 1 or not 0 <= args.write_ratio <= 1:
-        raise SystemExit("--vcpus and --accesses must be >= 1, --write-ratio within [0, 1]")
-    report = run_guest(args.dest_socket, args.vcpus, args.pattern, args.accesses,
+    result = run_guest(args.dest_socket, args.vcpus, args.pattern, args.accesses,
                        args.write_ratio, args.seed, record=args.record, replay=args.replay)
     if args.json:
-        json.dump(report, sys.stdout)
+        json.dump(result, sys.stdout)
         print()
-    elif report.get("vcpus_blocked"):
-        m = report["migration"]
+    elif result.get("vcpus_blocked"):
+        m = result["migration"]
         print(f"migration {m.get('phase')}: {m.get('error')}; the vCPUs are blocked on faults "
               "nobody will resolve: the guest is lost")
     else:
-        _print(report)
-    ok = (report.get("migration", {}).get("phase") == "complete"
-          and report.get("verify", {}).get("mismatched_pages", 1) == 0
-          and report["verify"]["writes_lost"] == 0)
+        _print(result)
+    ok = (result.get("migration", {}).get("phase") == "complete"
+          and result.get("verify", {}).get("mismatched_pages", 1) == 0
+          and result["verify"]["writes_lost"] == 0)
     return 0 if ok else 1
 
 
 def _print(r: dict) -> None:
-    us = lambda s: f"{s * 1e6:10.1f}"  # noqa: E731
+    us = lambda s: f"{s * 1e6:10.1f}"  # noqa: E731  (a column of microseconds, aligned)
     print(f"guest on {r['backing_label']}: {r['vcpus']} vCPUs x {r['accesses_per_vcpu']} "
           f"{r['pattern']} accesses in {r['vcpu_run_seconds']:.2f}s")
     print(f"{'vcpu':>4} {'stalls':>7} {'p50 us':>10} {'p90 us':>10} {'p99 us':>10} "

@@ -1,0 +1,100 @@
+"""Options more than one command takes, defined once: sizes, listen addresses, the token, TLS,
+memory errors to inject, and the synthetic guest's workload."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from ..guest.patterns import PATTERNS
+from ..listen import Listen
+from ..units import parse_size
+
+HUGEPAGE_SIZES = (2 << 20, 1 << 30)
+
+
+def _typed(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a parser that raises ValueError with a message for people."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+size = _typed(parse_size)
+listen_address = _typed(Listen.parse)
+
+
+def _hugepage_size(text: str) -> int:
+    n = parse_size(text)
+    if n not in HUGEPAGE_SIZES:
+        raise ValueError(f"{text}: a huge page is 2M or 1G")
+    return n
+
+
+hugepage_size = _typed(_hugepage_size)
+
+
+def count(text: str) -> int:
+    """A whole number of things, 1 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: at least 1")
+    return n
+
+
+def add_listen(p: argparse.ArgumentParser, port: int, what: str) -> None:
+    p.add_argument("--listen", type=listen_address, default=Listen("127.0.0.1", port),
+                   metavar="HOST:PORT",
+                   help=f"address of {what} (default 127.0.0.1:{port}; port 0 picks a free "
+                        f"one; beyond loopback a token is required)")
+
+
+def add_hugepage_size(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--hugepage-size", type=hugepage_size, default=parse_size(default),
+                   metavar="1G|2M" if default == "1G" else "2M|1G",
+                   help=f"huge page size of the guest's layout (default {default})")
+
+
+def add_token_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token-file", metavar="FILE",
+                   help="file holding the bearer token (default: $MIGRATOR_TOKEN, else no auth)")
+
+
+def add_tls_server(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve HTTPS with this PEM certificate (chain); needs --tls-key")
+    p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+
+
+def add_poison(p: argparse.ArgumentParser, where: str) -> None:
+    poison = p.add_mutually_exclusive_group()
+    poison.add_argument("--poison", type=float, default=0.0, metavar="RATE",
+                        help=f"poison this fraction of 4 KiB pages {where} (memory errors), "
+                             "e.g. 0.0001")
+    poison.add_argument("--poison-pages", metavar="LIST",
+                        help=f"poison exactly these 4 KiB pages {where}, e.g. 12,4096-4100")
+
+
+def add_workload(p: argparse.ArgumentParser, accesses: int, seed: int) -> None:
+    """The synthetic guest's vCPUs and what they touch."""
+    p.add_argument("--vcpus", type=count, default=4)
+    p.add_argument("--pattern", choices=PATTERNS, default="zipf")
+    p.add_argument("--accesses", type=count, default=accesses,
+                   help=f"accesses per vCPU (default {accesses})")
+    p.add_argument("--write-ratio", type=_typed(_ratio), default=0.2,
+                   help="fraction of accesses that are writes, within [0, 1] (default 0.2)")
+    p.add_argument("--seed", type=int, default=seed)
+
+
+def _ratio(text: str) -> float:
+    x = float(text)
+    if not 0 <= x <= 1:
+        raise ValueError(f"{text}: a fraction within [0, 1]")
+    return x
