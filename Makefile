@@ -18,16 +18,11 @@ INSTALLED_TEST := $(VENV)/.installed-test
 EXPERIMENT_ARGS ?= --out results/latest
 PYTEST_ARGS ?=
 
-.PHONY: run test clean system-deps
+.PHONY: run test clean system-deps build-deps
 
 run: $(INSTALLED)
 	$(BIN)/migrator host check
-	@if $(BIN)/migrator experiment --help >/dev/null 2>&1; then \
-		echo "+ $(BIN)/migrator experiment $(EXPERIMENT_ARGS)"; \
-		$(BIN)/migrator experiment $(EXPERIMENT_ARGS); \
-	else \
-		echo "make run: 'migrator experiment' is not built yet; ran the host check only"; \
-	fi
+	$(BIN)/migrator experiment $(EXPERIMENT_ARGS)
 
 test: system-deps $(INSTALLED_TEST)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,6 +30,10 @@ test: system-deps $(INSTALLED_TEST)
 # Prometheus, Chromium and iproute2 for the tests that use real ones (apt, where missing).
 system-deps:
 	.ci/system-deps
+
+# gcc, the kernel headers and libxxhash-dev for the build (apt as root, where missing).
+build-deps:
+	.ci/build-deps
 
 # The venv, from the machine's python3 (>= 3.11). A venv whose interpreter link dangles (its
 # base Python was removed) counts as missing and is made again.
@@ -48,12 +47,13 @@ $(BIN)/python:
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 
-$(INSTALLED): $(BIN)/python $(BUILD_INPUTS)
+# build-deps is order-only: checked before every install, never a reason for one.
+$(INSTALLED): $(BIN)/python $(BUILD_INPUTS) | build-deps
 	$(BIN)/python -m pip install -e .
 	touch $@
 
 # The test extras include everything `run` needs, so both stamps are fresh afterwards.
-$(INSTALLED_TEST): $(BIN)/python $(BUILD_INPUTS)
+$(INSTALLED_TEST): $(BIN)/python $(BUILD_INPUTS) | build-deps
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $(INSTALLED) $@
 

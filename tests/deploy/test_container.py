@@ -77,10 +77,17 @@ def test_both_stages_start_from_the_slim_bookworm_python():
     assert froms == [BASE, BASE]
 
 
-def test_the_build_stage_installs_the_compiler_and_kernel_headers_cffi_needs():
-    run = " ".join(rest for op, rest in _instructions() if op == "RUN")
-    for package in ("gcc", "libc6-dev", "linux-libc-dev"):
-        assert re.search(rf"\b{package}\b", run), package
+def test_the_build_stage_installs_the_compiler_and_headers_and_the_runtime_the_xxh3_library():
+    runs: list[str] = []  # each stage's RUN commands
+    for op, rest in _instructions():
+        if op == "FROM":
+            runs.append("")
+        elif op == "RUN":
+            runs[-1] += " " + rest
+    build, runtime = runs
+    for package in ("gcc", "libc6-dev", "linux-libc-dev", "libxxhash-dev"):
+        assert re.search(rf"\b{package}\b", build), package
+    assert re.search(r"\blibxxhash0\b", runtime) and "gcc" not in runtime
 
 
 def test_every_copied_path_exists_and_the_ignore_file_keeps_it():
@@ -95,7 +102,7 @@ def test_every_copied_path_exists_and_the_ignore_file_keeps_it():
 
 def test_the_ignore_file_keeps_the_venv_and_build_products_out():
     for rel in (".venv/bin/python", "results/latest/results.json", ".git/config",
-                "cffi_uffd/_native.abi3.so", "cffi_uffd/_native.c",
+                "cffi_uffd/_native.abi3.so", "cffi_uffd/_native.c", "migrator/guest/_native.c",
                 "migrator/__pycache__/cli.cpython-311.pyc", "migrator.egg-info/PKG-INFO"):
         assert not _in_context(rel), rel
 
@@ -125,7 +132,8 @@ def test_the_build_stage_makes_a_wheel_from_exactly_the_copied_files(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     (wheel,) = (tmp_path / "wheels").glob("migrator-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert any(re.fullmatch(r"cffi_uffd/_native\..*\.so", n) for n in names), names
+    for module in ("cffi_uffd/_native", "migrator/guest/_native", "migrator/_dataplane"):
+        assert any(re.fullmatch(rf"{module}\..*\.so", n) for n in names), (module, names)
     assert "migrator/dest/static/dashboard.html" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "migrator = migrator.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
