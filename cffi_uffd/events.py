@@ -42,7 +42,7 @@ Event = PageFault | Fork | Remap | Remove | Unmap
 
 
 def from_native(e) -> Event:
-    """Convert one `struct uffd_event` (flattened by _native.h) into its dataclass."""
+    """Convert one `struct uffd_event` (flattened by _cffi_src/uffd.h) into its dataclass."""
     kind = e.event
     if kind == lib.UFFD_EVENT_PAGEFAULT:
         flags = e.flags

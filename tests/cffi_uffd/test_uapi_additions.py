@@ -1,5 +1,5 @@
-"""The uapi additions that linux-libc-dev 6.1 lacks (supplied in _native.h), proven on the running
-kernel: feature bits by handshake and by behaviour, ioctl numbers and layouts by use."""
+"""The uapi additions that linux-libc-dev 6.1 lacks (supplied in _cffi_src/uffd.h), proven on the
+running kernel: feature bits by handshake and by behaviour, ioctl numbers and layouts by use."""
 
 import pytest
 

@@ -388,7 +388,7 @@ def _framed(body: bytes) -> bytes:
 
 @fuzz(300)
 @given(st.binary(max_size=2048), st.sampled_from([0, 2]), st.integers(0, 10))
-def test_unixlink_recv_of_arbitrary_bytes_raises_only_protocol_or_connection_errors(
+def test_unixmessages_recv_of_arbitrary_bytes_raises_only_protocol_or_connection_errors(
         wire, expect_fds, send_fds):
     before = _open_fds()
     _recv_all(wire, expect_fds, send_fds)
@@ -398,7 +398,7 @@ def test_unixlink_recv_of_arbitrary_bytes_raises_only_protocol_or_connection_err
 @fuzz(300)
 @given(st.lists(json_texts.map(lambda t: t.encode("utf-8", "surrogatepass")) | st.binary(),
                 min_size=1, max_size=4))
-def test_unixlink_recv_of_framed_bodies_is_json_or_a_protocol_error(bodies):
+def test_unixmessages_recv_of_framed_bodies_is_json_or_a_protocol_error(bodies):
     wire = b"".join(_framed(b) for b in bodies)
     received = _recv_all(wire)
     assert len(received) <= len(bodies)
@@ -406,7 +406,7 @@ def test_unixlink_recv_of_framed_bodies_is_json_or_a_protocol_error(bodies):
         json.dumps(m, allow_nan=False)
 
 
-def test_unixlink_refuses_huge_lengths_before_reading_the_body():
+def test_unixmessages_refuses_huge_lengths_before_reading_the_body():
     got = _recv_all(struct.pack("<I", MAX_MESSAGE_BYTES + 1) + b"{}")
     assert got == []
 
