@@ -73,8 +73,13 @@ static int refault(struct dp_migration *m, struct faults_loop *l, uint64_t g, in
 	int rc = 0;
 	if (state == DP_POISONED)
 		rc = dp_poison_granule(m, g) < 0 ? dp_fail(m, DP_FAILED, "UFFDIO_POISON failed") : 0;
-	else
-		rc = dp_install(m, g * m->granularity, m->granularity, &m->urgent, read_backlog, l);
+	else {
+		/* EEXIST is the usual answer here (the install that woke the vCPU came first), not a
+		 * race between resolvers: it is not counted */
+		struct dp_counters expected = { 0 };
+		rc = dp_install(m, g * m->granularity, m->granularity, &expected, read_backlog, l);
+		m->urgent.eagain += expected.eagain;
+	}
 	dp_mark_done(m, g, g + 1, state);  /* resolves the fault just logged */
 	return rc;
 }

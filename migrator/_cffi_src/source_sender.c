@@ -67,10 +67,9 @@ static int refuse(struct src_stream *s, const struct dp_request *r, uint16_t sta
 }
 
 /* The same checks and messages as PageRequest.check in migrator/protocol/frames.py. */
-static int answer(struct src_stream *s, const struct dp_request *r)
+static int check_and_send(struct src_stream *s, const struct dp_request *r)
 {
 	char message[256];
-	uint64_t began = dp_now_ns();
 	if (r->length == 0 || r->offset % DP_PAGE || r->length % DP_PAGE) {
 		snprintf(message, sizeof(message), "range %lu+%u is not a non-empty, %u-byte aligned "
 			 "range", (unsigned long)r->offset, r->length, DP_PAGE);
@@ -92,8 +91,17 @@ static int answer(struct src_stream *s, const struct dp_request *r)
 	if (rc == 0) {
 		s->requests++;
 		s->bytes += r->length;
-		dp_observe(&s->latency, dp_now_ns() - began);
 	}
+	return rc;
+}
+
+/* Answer one request, timing it (refusals too). */
+static int answer(struct src_stream *s, const struct dp_request *r)
+{
+	uint64_t began = dp_now_ns();
+	int rc = check_and_send(s, r);
+	if (rc == 0)
+		dp_observe(&s->latency, dp_now_ns() - began);
 	return rc;
 }
 
