@@ -78,17 +78,17 @@ class Telemetry:
         self._in_flight_seen = in_flight
 
     def _sync_faults(self) -> None:
-        logged = self.plane.faults_logged
-        if logged == self._faults_seen:
+        if self.plane.faults_logged == self._faults_seen:
             return
+        new = self.plane.faults(self._faults_seen)
         vcpu = other = 0
-        for _, _, _, tid in self.plane.faults(self._faults_seen):
+        for _, _, _, tid in new:
             self._fault_threads.add(tid)
             if tid in self.vcpu_tids:
                 vcpu += 1
             else:
                 other += 1
-        self._faults_seen = logged
+        self._faults_seen += len(new)
         if vcpu:
             self._faults["vcpu"].inc(vcpu)
         if other:
