@@ -16,8 +16,26 @@ URGENT_PRIORITY = 10  # of 1..99: above normal threads, below the kernel's own R
 BACKGROUND_NICE = int(os.environ.get("MIGRATOR_BACKGROUND_NICE", "10"))
 
 
+_CAP_SYS_NICE = 23
+
+
+def may_reprioritize() -> bool:
+    """Whether this process holds CAP_SYS_NICE: without it, it does not even ask (a hardened
+    unit filters the system calls out, and the answer would be no anyway)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_NICE & 1)
+    except OSError:
+        pass
+    return False
+
+
 def make_urgent() -> str:
     """Run the calling thread SCHED_FIFO; returns how it runs now, for reports."""
+    if not may_reprioritize():
+        return "normal (SCHED_FIFO needs CAP_SYS_NICE)"
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(URGENT_PRIORITY))
     except PermissionError:

@@ -14,7 +14,7 @@ from cffi_uffd import Mapping
 from .. import metrics
 from .._dataplane import ffi, lib
 from ..protocol import PAGE_SIZE
-from ..urgency import BACKGROUND_NICE
+from ..urgency import BACKGROUND_NICE, may_reprioritize
 from ..protocol.frames import MAX_REQUEST_LENGTH
 from ..protocol.manifest import POISON, Manifest
 
@@ -54,7 +54,7 @@ class DataPlane:
         m.fault_capacity = FAULT_LOG_CAPACITY
         m.chunk_bytes, m.window = policy.chunk_bytes, max(1, policy.window)
         m.cap_bytes_per_s = policy.cap_bytes_per_s
-        m.background_nice = BACKGROUND_NICE if policy.nice else NOT_NICED
+        m.background_nice = BACKGROUND_NICE if policy.nice and may_reprioritize() else NOT_NICED
         metrics.set_bounds(m.fault_latency)
         if lib.dp_init(m) < 0:
             raise MemoryError("cannot allocate the granule table")
