@@ -7,9 +7,13 @@ the real C sender or a scripted source, with vCPU threads running the guest's C 
 from __future__ import annotations
 
 import time
+from array import array
 
 import pytest
 
+from migrator.dest.backing import Backing
+from migrator.dest.telemetry import Telemetry
+from migrator.guest.touch import touch
 from migrator.dest.dataplane import (
     ABSENT, BACKGROUND, DONE, FAILED, LINK, PRESENT, URGENT, BackgroundPolicy,
 )
@@ -239,3 +243,38 @@ def test_the_bandwidth_cap_holds_the_background_pull_to_its_rate(rig):
     assert r.results["background"] == DONE and r.plane.complete
     # 4 MiB claimed at 4 MiB/s: the last chunk may start at ~1 s
     assert took >= (1024 - 16) * PAGE_SIZE / (4 << 20) * 0.9
+
+
+def test_a_zero_page_that_is_not_zero_in_the_guests_memory_is_fetched_and_installed_right(rig):
+    r = rig()
+    zero = next(p for p in range(r.pages) if r.manifest.kinds[p] == 1)
+    r.alias.view[zero * PAGE_SIZE:zero * PAGE_SIZE + 5] = b"dirty"  # the guest's memfd was not fresh
+    ours, theirs = r.pair()
+    source = ScriptedSource(theirs, r.image)
+    r.run_loop("faults", ours)
+    r.touch_pages([zero]).join(timeout=10)
+    assert source.requests == [(zero * PAGE_SIZE, PAGE_SIZE)]  # nothing, then the refetch
+    assert r.plane.counters("urgent").refetched_pages == 1
+    assert r.guest_page(zero) == bytes(PAGE_SIZE)
+
+
+def test_each_urgent_fetch_is_stamped_in_order_from_the_vcpus_access_to_its_resume(rig):
+    r = rig()
+    ours, theirs = r.pair()
+    r.real_source(theirs)
+    r.run_loop("faults", ours)
+    pages = [_data_page(r, p) for p in (5, 50, 90, 130)]
+    addresses = array("Q", (r.guest.address + p * PAGE_SIZE for p in pages))
+    done = touch(addresses)
+    for i, page in enumerate(pages):
+        start, stall = done.start_ns[i], done.latency_ns[i]
+        stamps = r.plane.stages(page)
+        assert start <= stamps[0] <= stamps[1] <= stamps[2] <= stamps[3] <= stamps[4] <= stamps[5]
+        assert stamps[5] <= start + stall  # installed before the vCPU resumed
+    t = Telemetry(r.plane, Backing("hgm", "shmem-emulated-hgm", "hgm (emulated on shmem)",
+                                   PAGE_SIZE, PAGE_SIZE, 2 << 20))
+    t.observe_stalls([[p, done.start_ns[i], done.latency_ns[i]] for i, p in enumerate(pages)])
+    summary = t.stage_summary()
+    assert summary["faults_joined"] == len(pages)
+    assert set(summary) >= {"queue", "request", "network", "receive", "verify", "install", "wake"}
+    assert summary["stall"]["total"] == pytest.approx(sum(done.latency_ns) / 1e9)
