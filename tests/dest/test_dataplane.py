@@ -278,3 +278,5 @@ def test_each_urgent_fetch_is_stamped_in_order_from_the_vcpus_access_to_its_resu
     assert summary["faults_joined"] == len(pages)
     assert set(summary) >= {"queue", "request", "network", "receive", "verify", "install", "wake"}
     assert summary["stall"]["total"] == pytest.approx(sum(done.latency_ns) / 1e9)
+    median = summary["median_fault"]
+    assert sum(v for k, v in median.items() if k != "stall") == pytest.approx(median["stall"])
