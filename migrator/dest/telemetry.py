@@ -146,6 +146,8 @@ class Telemetry:
         samples: dict[str, list[float]] = {name: [] for name in STAGE_NAMES}
         for granule, (start, resumed) in joined.items():
             read, sent, first, last, verified, installed = plane.stages(granule)
+            # CONTINUE wakes the vCPU before it returns: the vCPU may resume first
+            installed = min(installed, resumed)
             points = (start, read, sent, first, last, verified, installed, resumed)
             for name, a, b in zip(STAGE_NAMES, points, points[1:]):
                 samples[name].append(max(0, b - a) / 1e9)

@@ -56,6 +56,8 @@ def test_a_fault_fetches_verifies_and_installs_exactly_its_page(rig):
     r.run_loop("faults", ours)
     page = _data_page(r, 10)
     r.touch_pages([page]).join(timeout=10)
+    # CONTINUE wakes the vCPU before the fault loop has counted the install
+    _wait(lambda: r.plane.state(page) == PRESENT, what="the install counted")
     urgent = r.plane.counters("urgent")
     assert r.guest_page(page) == r.image_page(page)
     assert (urgent.requests, urgent.bytes, urgent.pages, urgent.verified_pages) == (1, PAGE_SIZE, 1, 1)
@@ -71,6 +73,7 @@ def test_a_fault_on_a_zero_page_sends_no_request(rig):
     r.run_loop("faults", ours)
     zero = next(p for p in range(r.pages) if r.manifest.kinds[p] == 1)
     r.touch_pages([zero]).join(timeout=10)
+    _wait(lambda: r.plane.state(zero) == PRESENT, what="the install counted")
     assert r.guest_page(zero) == bytes(PAGE_SIZE)
     assert source.requests == [] and r.plane.counters("urgent").verified_pages == 1
 
@@ -90,7 +93,9 @@ def test_sixteen_vcpus_on_one_page_make_one_request_and_all_resume(rig):
         assert not v.is_alive()
     assert source.requests == [(page * PAGE_SIZE, PAGE_SIZE)]
     assert r.plane.counters("urgent").faults >= 2  # the others queued behind the first
-    assert all(done for _, _, done, _ in r.plane.faults())
+    # a vCPU woken by the install may resume before its own fault event is read: then the
+    # fault loop finds the page present and resolves the event at once
+    _wait(lambda: all(done for _, _, done, _ in r.plane.faults()), what="every fault resolved")
     assert r.guest_page(page) == r.image_page(page)
 
 
@@ -266,11 +271,14 @@ def test_each_urgent_fetch_is_stamped_in_order_from_the_vcpus_access_to_its_resu
     pages = [_data_page(r, p) for p in (5, 50, 90, 130)]
     addresses = array("Q", (r.guest.address + p * PAGE_SIZE for p in pages))
     done = touch(addresses)
+    _wait(lambda: all(r.plane.state(p) == PRESENT for p in pages), what="the installs counted")
     for i, page in enumerate(pages):
         start, stall = done.start_ns[i], done.latency_ns[i]
         stamps = r.plane.stages(page)
         assert start <= stamps[0] <= stamps[1] <= stamps[2] <= stamps[3] <= stamps[4] <= stamps[5]
-        assert stamps[5] <= start + stall  # installed before the vCPU resumed
+        # verified before the vCPU resumed; CONTINUE wakes it before the ioctl returns, so
+        # the vCPU may resume before the installed stamp
+        assert stamps[4] <= start + stall
     t = Telemetry(r.plane, Backing("hgm", "shmem-emulated-hgm", "hgm (emulated on shmem)",
                                    PAGE_SIZE, PAGE_SIZE, 2 << 20))
     t.observe_stalls([[p, done.start_ns[i], done.latency_ns[i]] for i, p in enumerate(pages)])
