@@ -1,73 +1,138 @@
-"""Migrations run for the benchmark: real source, destination and guest on loopback."""
+"""Migrations run for the benchmark: a real source, destination and guest on loopback.
+
+One source serves the image for the whole bench; each scenario starts its own destination and
+a guest that records what each vCPU touched and how long each touch took (`--record`, or
+`--replay` of a given trace). A scenario that fails still returns a Run: its error, or the
+reports that say what went wrong, are what the bench shows instead of a figure.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import subprocess
-import tempfile
 import threading
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..orchestration import free_port, migrator_command, start_dest, start_source
+from ..client import fetch_manifest
+from ..guest.trace import SCHEMA
+from ..orchestration import start_dest, start_guest, start_source
+from ..protocol.manifest import Manifest
+from . import verdict
+
+_GUEST_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # which figure it is for, e.g. "P1"
+    mode: str
+    hugepage_size: int
+    vcpus: int = 1
+    pattern: str = "uniform"
+    accesses: int = 1000
+    background_delay: float = 0.0
+    seed: int = 1
+    replay: Path | None = None  # a trace to replay instead of the pattern
 
 
 @dataclass
-class Scenario:
-    mode: str
-    hugepage_size: int
-    vcpus: int
-    pattern: str
-    accesses: int
-    background_delay: float = 0.0
-    write_ratio: float = 0.0
+class Run:
+    scenario: Scenario
+    migration: dict | None = None  # the destination's report of the guest's migration
+    guest: dict | None = None  # the guest's own result
+    trace: Path | None = None  # what each vCPU touched and how long each touch took
+    dest_peak_rss_anon_bytes: int = 0
+    error: str | None = None  # why there is no report at all
+    label: str = ""
+
+    def problems(self) -> list[str]:
+        if self.error:
+            return [self.error]
+        guest = self.guest or {}
+        return verdict.problems(self.migration, guest.get("verify"),
+                                vcpus_blocked=bool(guest.get("vcpus_blocked")))
+
+    def require_verified(self) -> None:
+        """Refused unless this migration completed verified."""
+        verdict.require(self.label, self.problems())
+
+    @property
+    def backing(self) -> dict:
+        m = self.migration or {}
+        return {"backing": m.get("backing"), "backing_label": m.get("backing_label")}
+
+    def summary(self) -> dict:
+        """What the JSON keeps of it."""
+        m, g = self.migration or {}, self.guest or {}
+        keys = ("phase", "error", "backing", "backing_label", "faults", "fault_latency_seconds",
+                "fault_stages", "bytes_urgent", "bytes_background", "background_bytes_per_second",
+                "verified_pages", "pages_total", "mismatched_pages", "duration_seconds")
+        return {"label": self.label, "error": self.error, **{k: m.get(k) for k in keys},
+                "vcpu_run_seconds": g.get("vcpu_run_seconds"),
+                "vcpu_stall_seconds": g.get("vcpu_stall_seconds"), "guest_verify": g.get("verify"),
+                "dest_peak_rss_anon_bytes": self.dest_peak_rss_anon_bytes,
+                "problems": self.problems()}
 
 
+@dataclass
 class Rig:
     """One source serving the benchmark's image; destinations come and go per scenario."""
 
-    def __init__(self, memory: int, log_dir: Path, seed: int = 7):
-        self.memory, self.log_dir = memory, log_dir
-        self.token = secrets.token_urlsafe(16)
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.source = start_source(["--listen", f"127.0.0.1:{port}", "--memory", str(memory),
-                                    "--seed", str(seed)], log_dir, name="bench-source",
-                                   url=self.url, env={"MIGRATOR_TOKEN": self.token}, timeout=300)
+    memory: int
+    log_dir: Path
+    seed: int = 7
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
-    def run(self, s: Scenario) -> dict:
-        """Run one guest migration; returns the dest's migration report with the guest's in it,
-        plus the destination's peak anonymous RSS."""
-        port = free_port()
-        dest_url = f"http://127.0.0.1:{port}"
-        with tempfile.TemporaryDirectory(prefix="migrator-bench-") as tmp:
-            sock = str(Path(tmp) / "guest.sock")
+    def __post_init__(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._count = itertools.count(1)
+        self.source = start_source(["--listen", "127.0.0.1:0", "--memory", str(self.memory),
+                                    "--seed", str(self.seed)], self.log_dir, name="bench-source",
+                                   env={"MIGRATOR_TOKEN": self.token}, timeout=300)
+        self.url = self.source.url
+        self.manifest: Manifest = fetch_manifest(self.url, self.token)
+
+    def run(self, s: Scenario, dest_args: tuple[str, ...] = ()) -> Run:
+        """Migrate one guest through a fresh destination; never raises for a failed migration."""
+        label = f"{s.name} run {next(self._count)}"
+        name = label.replace(" run ", "-")
+        run = Run(s, trace=self.log_dir / f"{name}.trace.json", label=label)
+        sock = str(self.log_dir / f"{name}.sock")
+        try:
             dest = start_dest(self.url, s.mode, s.hugepage_size, sock, self.log_dir,
-                              name=f"bench-dest-{s.mode}", listen=f"127.0.0.1:{port}",
-                              extra=["--background-delay", str(s.background_delay)],
-                              env={"MIGRATOR_TOKEN": self.token})
+                              name=f"{name}-dest", token=self.token,
+                              env={"MIGRATOR_TOKEN": self.token},
+                              extra=["--background-delay", str(s.background_delay), *dest_args])
+        except (RuntimeError, TimeoutError) as e:
+            run.error = f"the destination did not start: {e}"
+            return run
+        try:
+            peak = _RssSampler(dest.pid)
+            workload = (["--replay", str(s.replay)] if s.replay else
+                        ["--vcpus", str(s.vcpus), "--pattern", s.pattern,
+                         "--accesses", str(s.accesses)])
+            guest = start_guest(sock, [*workload, "--write-ratio", "0", "--seed", str(s.seed),
+                                       "--record", str(run.trace)], self.log_dir,
+                                name=f"{name}-guest")
             try:
-                peak = _RssSampler(dest.pid)
-                guest = subprocess.run(migrator_command(
-                    "guest", "--dest-socket", sock, "--vcpus", str(s.vcpus), "--pattern",
-                    s.pattern, "--accesses", str(s.accesses), "--write-ratio",
-                    str(s.write_ratio), "--json"), capture_output=True, text=True, timeout=900)
-                peak.stop()
-                if not guest.stdout.strip():
-                    raise RuntimeError(f"guest failed: {guest.stderr[-2000:]}\n{dest.tail()}")
-                report = json.loads(guest.stdout)
-                req = urllib.request.Request(f"{dest_url}/v1/status",
-                                             headers={"Authorization": f"Bearer {self.token}"})
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    status = json.load(r)
-                migration = next(m for m in status["migrations"] if m["session"] == report["session"])
-                migration["guest_report"] = report
-                migration["dest_peak_rss_anon_bytes"] = peak.peak
-                return migration
+                guest.wait(_GUEST_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                guest.stop()
+                run.error = f"the guest was still running after {_GUEST_TIMEOUT_S} s"
+                return run
             finally:
-                dest.stop()
+                peak.stop()
+            run.dest_peak_rss_anon_bytes = peak.peak
+            run.guest = guest.result()
+            run.migration = dest.migration(run.guest["session"])
+        except (RuntimeError, TimeoutError, OSError, LookupError, ValueError) as e:
+            run.error = f"{type(e).__name__}: {e}"
+        finally:
+            dest.stop()
+        return run
 
     def close(self) -> None:
         self.source.stop()
@@ -94,3 +159,10 @@ class _RssSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def replay_file(path: Path, pages: int, touched: list[int]) -> Path:
+    """A trace for one vCPU reading these pages in this order (for `guest --replay`)."""
+    path.write_text(json.dumps({"schema": SCHEMA, "pages": pages, "vcpus": [
+        {"pages": touched, "writes": [0] * len(touched), "latency_ns": None}]}) + "\n")
+    return path
