@@ -28,9 +28,12 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .client.dest import DestClient
+
+if TYPE_CHECKING:
+    from .dest.dataplane import BackgroundPolicy
 
 __all__ = ["Dest", "Guest", "Process", "free_port", "migrator_command", "run_guest",
            "start_dest", "start_guest", "start_source", "stop", "wait_for"]
@@ -199,6 +202,13 @@ def start_source(args: Sequence[str], log_dir: str | Path, *, name: str = "sourc
         p.stop()
         raise
     return p
+
+
+def background_args(policy: BackgroundPolicy) -> list[str]:
+    """`migrator dest` arguments for a background policy."""
+    return ["--background-delay", str(policy.delay), "--background-cap",
+            str(policy.cap_bytes_per_s), "--background-window", str(policy.window),
+            "--background-chunk", str(policy.chunk_bytes)]
 
 
 def start_dest(source_url: str, mode: str, hugepage_size: int, guest_socket: str,

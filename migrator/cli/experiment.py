@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("results/latest"))
     p.add_argument("--json", action="store_true", help="print results.json to stdout, no progress")
     options.add_poison(p, "on the source, and compare how much memory each mode loses")
+    options.add_background_policy(p)
     two = p.add_argument_group(
         "two hosts", "run the source and the destinations in two network namespaces joined by "
         "a veth pair shaped with tc; the link is measured first and recorded in results.json")
@@ -60,7 +61,7 @@ def _link_spec(args):
 
 def run(args) -> int:
     from ..experiment.runner import Plan, run as run_plan
-    from ..report import Run, Table, poison_ratio
+    from ..report import Run, Table, poison_ratio, stall_ratio
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in ("hgm", "hugepage")]
@@ -74,13 +75,16 @@ def run(args) -> int:
         hp = 2 << 20
     plan = Plan(args.memory, hp, modes, args.pattern, args.vcpus, args.accesses,
                 args.write_ratio, args.seed, args.out, link=_link_spec(args), quiet=args.json,
-                poison_rate=args.poison, poison_pages=args.poison_pages)
+                poison_rate=args.poison, poison_pages=args.poison_pages,
+                policy=options.background_policy(args))
     results = run_plan(plan)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
     else:
         print(Table([Run(args.out, results)]).text())
+        if stall_ratio(results):
+            print(f"\n{stall_ratio(results)}")
         if poison_ratio(results):
             print(f"\n{poison_ratio(results)}")
         if "link" in results:

@@ -73,6 +73,33 @@ def add_tls_server(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
 
 
+def add_background_policy(p: argparse.ArgumentParser) -> None:
+    """How the destination's background pull shares the link with urgent faults."""
+    from ..dest.dataplane import BackgroundPolicy
+
+    g = p.add_argument_group("background pull", "how the pages nobody faulted on are pulled, "
+                             "beside the urgent faults (defaults measured on a 2-core VM; see "
+                             "the README's Benchmarks)")
+    g.add_argument("--background-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="start it this long after a guest connects (benchmarks use it to "
+                        "measure faults alone)")
+    g.add_argument("--background-cap", type=size, default=0, metavar="BYTES",
+                   help="at most this many bytes per second, e.g. 500MiB (QEMU's "
+                        "max-postcopy-bandwidth; default 0: no cap)")
+    g.add_argument("--background-window", type=count, default=BackgroundPolicy.window,
+                   metavar="N", help=f"chunks in flight (default {BackgroundPolicy.window})")
+    g.add_argument("--background-chunk", type=size, default=BackgroundPolicy.chunk_bytes,
+                   metavar="BYTES", help="claimed, fetched and installed together (default "
+                   f"{BackgroundPolicy.chunk_bytes >> 20}MiB; at least one granule)")
+
+
+def background_policy(args: argparse.Namespace):
+    from ..dest.dataplane import BackgroundPolicy
+
+    return BackgroundPolicy(delay=args.background_delay, chunk_bytes=args.background_chunk,
+                            window=args.background_window, cap_bytes_per_s=args.background_cap)
+
+
 def add_poison(p: argparse.ArgumentParser, where: str) -> None:
     poison = p.add_mutually_exclusive_group()
     poison.add_argument("--poison", type=float, default=0.0, metavar="RATE",

@@ -10,15 +10,18 @@ import secrets
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cffi_uffd import SIZE_2M
 
 from ..client.dest import DestClient
+from ..dest.dataplane import BackgroundPolicy
 from ..errors import MigratorError
 from ..host import hgm, pools
-from ..orchestration import Dest, Guest, start_dest, start_guest, start_source
+from ..orchestration import (
+    Dest, Guest, background_args, start_dest, start_guest, start_source,
+)
 from ..report import load_run, render_run, write_samples
 from ..report.progress import Progress, bar
 from ..units import format_size, hugepage_label
@@ -40,6 +43,7 @@ class Plan:
     link: object | None = None  # a migrator.netns.LinkSpec: run on two hosts with this link
     poison_rate: float = 0.0  # fraction of pages poisoned on the source (memory errors)
     poison_pages: str | None = None  # or exactly these pages, e.g. "12,4096-4100"
+    policy: BackgroundPolicy = field(default_factory=BackgroundPolicy)
     quiet: bool = False
     progress: Progress = field(init=False, repr=False)
 
@@ -133,6 +137,7 @@ def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token:
     sock = str(workdir / f"guest-{mode}.sock")
     dest: Dest = start_dest(source_url, mode, hugepage_size, sock, plan.out, name=f"dest-{mode}",
                             listen=endpoint.listen, url=endpoint.url, token=token,
+                            extra=background_args(plan.policy),
                             env={"MIGRATOR_TOKEN": token}, prefix=hosts.dest_prefix)
     try:
         _say(plan, f"[{mode}] destination up (pid {dest.pid}); guest: {plan.vcpus} vCPUs x "
@@ -211,6 +216,7 @@ def run(plan: Plan) -> dict:
             "hugepages_reserved": reservation, "modes": plan.modes, "pattern": plan.pattern,
             "vcpus": plan.vcpus, "accesses_per_vcpu": plan.accesses,
             "write_ratio": plan.write_ratio, "seed": plan.seed,
+            "background_policy": asdict(plan.policy),
         }
         endpoint, source_url = hosts.source()
         _say(plan, f"generating a {format_size(plan.memory)} guest image (seed {plan.seed}) "

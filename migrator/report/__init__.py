@@ -8,7 +8,7 @@
 from .render import compare, render_run
 from .runs import Run, label_runs, load_run
 from .samples import read_samples, write_samples
-from .tables import Table, poison_ratio
+from .tables import Table, poison_ratio, stall_ratio
 
-__all__ = ["Run", "Table", "compare", "label_runs", "load_run", "poison_ratio", "read_samples",
+__all__ = ["Run", "Table", "compare", "label_runs", "load_run", "poison_ratio", "read_samples", "stall_ratio",
            "render_run", "write_samples"]

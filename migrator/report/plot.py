@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..units import format_seconds
+
 MODE_COLORS = {"hgm": "#0f8b8d", "hugepage": "#d9731a"}
 CYCLE = ["#0f8b8d", "#d9731a", "#2563eb", "#b91c1c", "#7c3aed", "#15803d", "#a16207", "#475569"]
 STYLES = {"fault_latency_seconds": "-", "vcpu_stall_seconds": "--"}
@@ -81,5 +83,35 @@ def cdf_png(lines: list[Line], title: str, path: Path) -> Path:
         cdf.text(0.5, 0.5, "no latency samples in these runs", ha="center",
                  transform=cdf.transAxes)
     fig.suptitle(title, fontsize=11)
+    fig.savefig(path, format="png")
+    return path
+
+
+STAGE_COLORS = {"queue": "#94a3b8", "request": "#2563eb", "network": "#d9731a",
+                "receive": "#eab308", "verify": "#7c3aed", "install": "#0f8b8d", "wake": "#b91c1c"}
+
+
+def anatomy_png(bars: list[tuple[str, dict]], path: Path) -> Path:
+    """One stacked bar per (label, median_fault): where the median fault's stall went."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    fig = Figure(figsize=(11, 1.2 + 0.55 * len(bars)), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    for row, (label, median) in enumerate(bars):
+        left = 0.0
+        for stage, color in STAGE_COLORS.items():
+            width = median.get(stage, 0.0)
+            ax.barh(row, width, left=left, color=color, edgecolor="white",
+                    label=stage if row == 0 else None)
+            left += width
+        ax.text(left, row, f"  {format_seconds(left)}", va="center", fontsize=8)
+    ax.set_yticks(range(len(bars)), [label for label, _ in bars])
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(_format_seconds))
+    ax.set_xlabel("the median fault, from the vCPU's access to its resume")
+    fig.legend(ncols=len(STAGE_COLORS), loc="outside lower center", fontsize=8, frameon=False)
+    ax.grid(True, axis="x", alpha=0.35)
+    fig.suptitle("Fault anatomy: where a 4 KiB (or huge page) fault's stall goes", fontsize=11)
     fig.savefig(path, format="png")
     return path

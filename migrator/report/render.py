@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..units import hugepage_label
-from .plot import CYCLE, MODE_COLORS, Line, cdf_png
+from .plot import CYCLE, MODE_COLORS, Line, anatomy_png, cdf_png
 from .runs import Run, label_runs
 from .samples import SERIES
 from .tables import Table, poison_ratio
 
 PLOT = "latency-cdf.png"
+ANATOMY_PLOT = "fault-anatomy.png"
 
 _CSS = """body{font:15px/1.5 system-ui,sans-serif;color:#1d2330;max-width:1100px;margin:24px auto;padding:0 16px}
 table{border-collapse:collapse;margin:12px 0}th,td{padding:4px 12px;border-bottom:1px solid #e3e6ec}
@@ -81,6 +82,11 @@ def _notes(runs: list[Run]) -> list[str]:
                      "vCPU stalls appear in the table as the guest summarized them.")
     notes += [f"{r.label}: {s}" if len(runs) > 1 else s[0].upper() + s[1:] + "."
               for r in runs if (s := poison_ratio(r.results))]
+    if any(m.get("faults") and not (m.get("fault_stages") or {}).get("median_fault")
+           for r in runs for m in r.modes):
+        notes.append("A mode without a fault anatomy had no fault of its own to time: its faults "
+                     "waited on the background pull's install of their granule (`faults waited "
+                     "on background`), or the guest reported no stalls.")
     bad = [f"{r.label} · {m['mode']}" for r in runs for m in r.modes
            if m.get("phase") != "complete" or m.get("mismatched_pages")]
     if bad:
@@ -94,13 +100,20 @@ def _write(runs: list[Run], out: Path, base: str, title: str) -> Written:
     plot_title = (f"Fault latency, {runs[0].results.get('config', {}).get('memory', '')} guest"
                   if len(runs) == 1 else f"Fault latency, {len(runs)} runs")
     plot = cdf_png(_lines(runs), plot_title, out / PLOT)
+    bars = [(f"{r.label} · {m['mode']}" if len(runs) > 1 else m["mode"],
+             m["fault_stages"]["median_fault"])
+            for r in runs for m in r.modes if (m.get("fault_stages") or {}).get("median_fault")]
+    anatomy = [(ANATOMY_PLOT, "where the median fault's stall goes, stage by stage")] if bars else []
+    if bars:
+        anatomy_png(bars, out / ANATOMY_PLOT)
     setups = [(r.label, _setup(r)) for r in runs]
     notes = _notes(runs)
 
     md = [f"# {title}", ""]
     md += [f"- **{label}**: {s}" if len(runs) > 1 else s for label, s in setups]
-    md += ["", f"![fault latency CDF, both modes on one log-scale axis]({PLOT})", "",
-           table.markdown(), ""]
+    md += ["", f"![fault latency CDF, both modes on one log-scale axis]({PLOT})", ""]
+    md += [f"![{alt}]({name})" for name, alt in anatomy] + ([""] if anatomy else [])
+    md += [table.markdown(), ""]
     md += [f"- {n}" for n in notes]
     md_path = out / f"{base}.md"
     md_path.write_text("\n".join(md).rstrip() + "\n")
@@ -111,7 +124,9 @@ def _write(runs: list[Run], out: Path, base: str, title: str) -> Written:
     notes_html = "".join(f"<li>{_inline(n)}</li>" for n in notes)
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{e(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>{setup_html}"
-            f"<img src=\"{PLOT}\" alt=\"fault latency CDF\">{table.html()}"
+            f"<img src=\"{PLOT}\" alt=\"fault latency CDF\">"
+            + "".join(f"<img src=\"{name}\" alt=\"{e(alt)}\">" for name, alt in anatomy)
+            + f"{table.html()}"
             f"<ul>{notes_html}</ul></body></html>\n")
     html_path = out / f"{base}.html"
     html_path.write_text(page)

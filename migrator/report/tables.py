@@ -37,6 +37,22 @@ def _guest_check(m: dict, _: dict) -> str:
             f"{v['writes_checked'] - v['writes_lost']}/{v['writes_checked']} writes")
 
 
+# The median fault's anatomy (fault_stages.median_fault, see dest/telemetry.py): stages from
+# the vCPU's access to its resume, and their sum.
+ANATOMY = ("queue", "request", "network", "receive", "verify", "install", "wake", "stall")
+
+
+def _anatomy(stage: str) -> Callable[[dict, dict], str]:
+    def cell(m: dict, _: dict) -> str:
+        median = (m.get("fault_stages") or {}).get("median_fault")
+        return duration(median[stage]) if median else "–"
+    return cell
+
+
+def _rate(bytes_per_second: float | None) -> str:
+    return "–" if not bytes_per_second else f"{bytes_per_second / 1e6:.0f} MB/s"
+
+
 # (row name, cell(mode result, run config)); config rows first, so runs of different set-ups
 # are not compared unawares.
 ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
@@ -61,6 +77,9 @@ ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
     ("pages verified", lambda m, _: f"{m.get('verified_pages')}/{m.get('pages_total')}"),
     ("pages mismatched", lambda m, _: str(m.get("mismatched_pages", "–"))),
     ("guest check", _guest_check),
+    ("faults waited on background", lambda m, _: str(m.get("faults_waited_on_background", "–"))),
+    ("background pull", lambda m, _: _rate(m.get("background_bytes_per_second"))),
+    *((f"median fault: {stage}", _anatomy(stage)) for stage in ANATOMY),
     ("migration time", lambda m, _: duration(m.get("duration_seconds"))),
     ("result", _result),
 ]
@@ -73,6 +92,20 @@ POISON_ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
     ("guest SIGBUS hits",
      lambda m, _: str(((m.get("poison") or {}).get("guest_sigbus") or {}).get("hits", 0))),
 ]
+
+
+def stall_ratio(results: dict) -> str | None:
+    """Total vCPU stall of hgm over hugepage, as a sentence (None: not both modes complete)."""
+    by = {m["mode"]: m for m in results.get("modes", ())
+          if m.get("phase") == "complete" and m.get("vcpu_stall_seconds")}
+    if "hgm" not in by or "hugepage" not in by:
+        return None
+    hgm, huge = (by[k]["vcpu_stall_seconds"]["total"] for k in ("hgm", "hugepage"))
+    if not huge:
+        return None
+    return (f"vCPUs stalled {hgm / huge:.2f}x as long in total with 4 KiB faults "
+            f"({by['hgm'].get('backing_label', 'hgm')}: {format_seconds(hgm)}) as with whole "
+            f"huge pages ({format_seconds(huge)})")
 
 
 def poison_ratio(results: dict) -> str | None:
