@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import ssl
-import sys
 import threading
 import time
 

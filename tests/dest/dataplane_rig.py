@@ -133,6 +133,17 @@ class Rig:
         sender.serve(lambda rc: None)
         return sender
 
+    def loop_against(self, name: str, **script) -> tuple[ScriptedSource, threading.Thread]:
+        """Run the fault or background loop against a scripted source (see ScriptedSource)."""
+        ours, theirs = self.pair()
+        source = ScriptedSource(theirs, self.image, **script)
+        return source, self.run_loop(name, ours)
+
+    def loop_against_real_source(self, name: str) -> threading.Thread:
+        ours, theirs = self.pair()
+        self.real_source(theirs)
+        return self.run_loop(name, ours)
+
     # -- loops ---------------------------------------------------------------------------------
     def run_loop(self, name: str, sock: socket.socket) -> threading.Thread:
         """Run the fault or background loop over sock in a thread; its code lands in results."""

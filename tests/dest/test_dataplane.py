@@ -19,7 +19,7 @@ from migrator.dest.dataplane import (
 )
 from migrator.protocol import PAGE_SIZE
 
-from dest.dataplane_rig import Rig, ScriptedSource
+from dest.dataplane_rig import Rig
 
 PAGES = 256  # 1 MiB of guest memory: 192 data pages, 64 zero pages
 
@@ -51,9 +51,7 @@ def _data_page(r: Rig, at_least: int = 0) -> int:
 
 def test_a_fault_fetches_verifies_and_installs_exactly_its_page(rig):
     r = rig()
-    ours, theirs = r.pair()
-    r.real_source(theirs)
-    r.run_loop("faults", ours)
+    r.loop_against_real_source("faults")
     page = _data_page(r, 10)
     r.touch_pages([page]).join(timeout=10)
     # CONTINUE wakes the vCPU before the fault loop has counted the install
@@ -68,9 +66,7 @@ def test_a_fault_fetches_verifies_and_installs_exactly_its_page(rig):
 
 def test_a_fault_on_a_zero_page_sends_no_request(rig):
     r = rig()
-    ours, theirs = r.pair()
-    source = ScriptedSource(theirs, r.image)
-    r.run_loop("faults", ours)
+    source, _ = r.loop_against("faults")
     zero = next(p for p in range(r.pages) if r.manifest.kinds[p] == 1)
     r.touch_pages([zero]).join(timeout=10)
     _wait(lambda: r.plane.state(zero) == PRESENT, what="the install counted")
@@ -80,9 +76,7 @@ def test_a_fault_on_a_zero_page_sends_no_request(rig):
 
 def test_sixteen_vcpus_on_one_page_make_one_request_and_all_resume(rig):
     r = rig()
-    ours, theirs = r.pair()
-    source = ScriptedSource(theirs, r.image, hold=_data_page(r, 3))
-    r.run_loop("faults", ours)
+    source, _ = r.loop_against("faults", hold=_data_page(r, 3))
     page = _data_page(r, 3)
     vcpus = [r.touch_pages([page]) for _ in range(16)]
     assert source.held.wait(10)
@@ -101,9 +95,7 @@ def test_sixteen_vcpus_on_one_page_make_one_request_and_all_resume(rig):
 
 def test_the_background_loop_fills_every_page_and_completes(rig):
     r = rig(chunk_bytes=64 << 10, window=3)
-    ours, theirs = r.pair()
-    r.real_source(theirs)
-    r.run_loop("background", ours).join(timeout=30)
+    r.loop_against_real_source("background").join(timeout=30)
     assert r.results["background"] == DONE and r.plane.complete
     bg = r.plane.counters("background")
     assert bg.verified_pages == PAGES and bg.pages == PAGES
@@ -113,13 +105,9 @@ def test_the_background_loop_fills_every_page_and_completes(rig):
 
 def test_a_fault_on_a_granule_the_background_is_installing_waits_for_that_install(rig):
     r = rig(chunk_bytes=PAGES * PAGE_SIZE, window=1)  # one job: the whole image
-    urgent, urgent_theirs = r.pair()
-    background, background_theirs = r.pair()
-    ScriptedSource(urgent_theirs, r.image)
     page = _data_page(r, 100)
-    held = ScriptedSource(background_theirs, r.image, hold=page)
-    r.run_loop("faults", urgent)
-    r.run_loop("background", background)
+    r.loop_against("faults")
+    held, _ = r.loop_against("background", hold=page)
     assert held.held.wait(10)
     assert r.plane.state(page) == BACKGROUND
     vcpu = r.touch_pages([page])
@@ -139,9 +127,7 @@ def test_an_install_over_a_page_mapped_already_skips_it_with_eexist(rig):
     page = _data_page(r, 50)
     r.alias.view[page * PAGE_SIZE:(page + 1) * PAGE_SIZE] = r.image_page(page)
     r.uffd.continue_(r.guest.address + page * PAGE_SIZE, PAGE_SIZE)  # a racing resolver
-    ours, theirs = r.pair()
-    r.real_source(theirs)
-    r.run_loop("background", ours).join(timeout=30)
+    r.loop_against_real_source("background").join(timeout=30)
     assert r.results["background"] == DONE and r.plane.complete
     assert r.plane.counters("background").eexist == 1
     assert bytes(r.guest.view) == r.image
@@ -149,9 +135,7 @@ def test_an_install_over_a_page_mapped_already_skips_it_with_eexist(rig):
 
 def test_a_fault_on_a_present_page_that_was_zapped_maps_it_again(rig):
     r = rig()
-    ours, theirs = r.pair()
-    r.real_source(theirs)
-    r.run_loop("faults", ours)
+    r.loop_against_real_source("faults")
     page = _data_page(r, 20)
     r.touch_pages([page]).join(timeout=10)
     from cffi_uffd.memory import dontneed
@@ -166,9 +150,7 @@ def test_a_fault_on_a_present_page_that_was_zapped_maps_it_again(rig):
 def test_a_page_that_arrives_wrong_once_is_fetched_again_and_installed_right(rig):
     r = rig()
     page = _data_page(r, 30)
-    ours, theirs = r.pair()
-    ScriptedSource(theirs, r.image, corrupt={page: 1})
-    r.run_loop("faults", ours)
+    r.loop_against("faults", corrupt={page: 1})
     r.touch_pages([page]).join(timeout=10)
     assert r.plane.counters("urgent").refetched_pages == 1
     assert r.plane.mismatched_pages == 0
@@ -178,9 +160,7 @@ def test_a_page_that_arrives_wrong_once_is_fetched_again_and_installed_right(rig
 def test_a_page_that_stays_wrong_fails_the_migration_and_is_never_installed(rig):
     r = rig()
     page = _data_page(r, 40)
-    ours, theirs = r.pair()
-    ScriptedSource(theirs, r.image, corrupt={page: 99})
-    loop = r.run_loop("faults", ours)
+    _, loop = r.loop_against("faults", corrupt={page: 99})
     vcpu = r.touch_pages([page])
     loop.join(timeout=10)
     assert r.results["faults"] == FAILED
@@ -193,9 +173,7 @@ def test_a_page_that_stays_wrong_fails_the_migration_and_is_never_installed(rig)
 
 def test_a_reply_whose_header_does_not_match_its_request_fails_the_migration(rig):
     r = rig()
-    ours, theirs = r.pair()
-    ScriptedSource(theirs, r.image, wrong_header=True)
-    loop = r.run_loop("faults", ours)
+    _, loop = r.loop_against("faults", wrong_header=True)
     page = _data_page(r, 60)
     vcpu = r.touch_pages([page])
     loop.join(timeout=10)
@@ -207,32 +185,24 @@ def test_a_reply_whose_header_does_not_match_its_request_fails_the_migration(rig
 
 def test_a_link_cut_mid_chunk_gives_the_claims_back_and_a_new_link_completes(rig):
     r = rig(chunk_bytes=32 * PAGE_SIZE, window=2)
-    ours, theirs = r.pair()
-    ScriptedSource(theirs, r.image, cut_after_bytes=40 * PAGE_SIZE + 100)
-    r.run_loop("background", ours).join(timeout=10)
+    r.loop_against("background", cut_after_bytes=40 * PAGE_SIZE + 100)[1].join(timeout=10)
     assert r.results["background"] == LINK
     states = r.plane.states()
     assert states.count(BACKGROUND) == 0  # nothing left claimed, nothing half-installed
     assert 0 < states.count(PRESENT) < PAGES and states.count(ABSENT) > 0
-    ours, theirs = r.pair()
-    r.real_source(theirs)
-    r.run_loop("background", ours).join(timeout=30)
+    r.loop_against_real_source("background").join(timeout=30)
     assert r.results["background"] == DONE and r.plane.complete
     assert bytes(r.guest.view) == r.image
 
 
 def test_a_fault_whose_link_is_cut_mid_reply_is_requested_again_on_the_new_link(rig):
     r = rig()
-    ours, theirs = r.pair()
-    ScriptedSource(theirs, r.image, cut_after_bytes=2000)
-    loop = r.run_loop("faults", ours)
+    _, loop = r.loop_against("faults", cut_after_bytes=2000)
     page = _data_page(r, 70)
     vcpu = r.touch_pages([page])
     loop.join(timeout=10)
     assert r.results["faults"] == LINK and vcpu.is_alive()
-    ours, theirs = r.pair()
-    source = ScriptedSource(theirs, r.image)
-    r.run_loop("faults", ours)
+    source, _ = r.loop_against("faults")
     vcpu.join(timeout=10)
     assert not vcpu.is_alive() and source.requests == [(page * PAGE_SIZE, PAGE_SIZE)]
     assert r.guest_page(page) == r.image_page(page)
@@ -240,10 +210,8 @@ def test_a_fault_whose_link_is_cut_mid_reply_is_requested_again_on_the_new_link(
 
 def test_the_bandwidth_cap_holds_the_background_pull_to_its_rate(rig):
     r = rig(pages=1024, chunk_bytes=16 * PAGE_SIZE, window=1, cap_bytes_per_s=4 << 20)
-    ours, theirs = r.pair()
-    r.real_source(theirs)
     began = time.monotonic()
-    r.run_loop("background", ours).join(timeout=30)
+    r.loop_against_real_source("background").join(timeout=30)
     took = time.monotonic() - began
     assert r.results["background"] == DONE and r.plane.complete
     # 4 MiB claimed at 4 MiB/s: the last chunk may start at ~1 s
@@ -254,9 +222,7 @@ def test_a_zero_page_that_is_not_zero_in_the_guests_memory_is_fetched_and_instal
     r = rig()
     zero = next(p for p in range(r.pages) if r.manifest.kinds[p] == 1)
     r.alias.view[zero * PAGE_SIZE:zero * PAGE_SIZE + 5] = b"dirty"  # the guest's memfd was not fresh
-    ours, theirs = r.pair()
-    source = ScriptedSource(theirs, r.image)
-    r.run_loop("faults", ours)
+    source, _ = r.loop_against("faults")
     r.touch_pages([zero]).join(timeout=10)
     assert source.requests == [(zero * PAGE_SIZE, PAGE_SIZE)]  # nothing, then the refetch
     assert r.plane.counters("urgent").refetched_pages == 1
@@ -265,9 +231,7 @@ def test_a_zero_page_that_is_not_zero_in_the_guests_memory_is_fetched_and_instal
 
 def test_each_urgent_fetch_is_stamped_in_order_from_the_vcpus_access_to_its_resume(rig):
     r = rig()
-    ours, theirs = r.pair()
-    r.real_source(theirs)
-    r.run_loop("faults", ours)
+    r.loop_against_real_source("faults")
     pages = [_data_page(r, p) for p in (5, 50, 90, 130)]
     addresses = array("Q", (r.guest.address + p * PAGE_SIZE for p in pages))
     done = touch(addresses)
