@@ -88,7 +88,9 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "migrator._dataplane",
     '#include "dataplane.h"\n#include "dest_fetch.h"',
-    sources=[str(_HERE / name) for name in _SOURCES],
+    # relative to the repository root, where setuptools builds: an absolute path would put the
+    # object files under build/temp.../<that path>, or beside the sources
+    sources=[f"migrator/_cffi_src/{name}" for name in _SOURCES],
     include_dirs=[str(_HERE)],
     libraries=["xxhash"],
     extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
