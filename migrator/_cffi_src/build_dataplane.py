@@ -32,6 +32,7 @@ struct dp_fault { uint64_t granule, read_ns, done_ns; uint32_t tid; ...; };
 struct dp_stages {
     uint64_t read_ns, sent_ns, first_byte_ns, last_byte_ns, verified_ns, installed_ns;
 };
+struct dp_fetch { uint64_t granule; struct dp_stages t; };
 struct dp_migration {
     int uffd;
     uint8_t *alias;
@@ -43,7 +44,8 @@ struct dp_migration {
     uint64_t present, cursor;
     struct dp_fault *faults;
     uint64_t fault_capacity, faults_logged, faults_dropped;
-    struct dp_stages *stages;
+    struct dp_fetch *fetches;
+    uint64_t fetch_capacity, fetches_logged;
     struct dp_counters urgent, background;
     struct dp_histogram fault_latency;
     uint64_t chunk_bytes;

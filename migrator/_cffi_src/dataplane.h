@@ -81,6 +81,12 @@ struct dp_stages {
 	uint64_t read_ns, sent_ns, first_byte_ns, last_byte_ns, verified_ns, installed_ns;
 };
 
+/* One urgent fetch, logged when installed. */
+struct dp_fetch {
+	uint64_t granule;
+	struct dp_stages t;
+};
+
 struct dp_job;
 struct dp_stream;
 
@@ -104,7 +110,8 @@ struct dp_migration {
 	/* the fault log and the anatomy of each urgent fetch */
 	struct dp_fault *faults;
 	uint64_t fault_capacity, faults_logged, faults_dropped;
-	struct dp_stages *stages;   /* by granule; filled for granules the fault loop fetched */
+	struct dp_fetch *fetches;   /* the fault loop's fetches, in install order */
+	uint64_t fetch_capacity, fetches_logged;
 
 	struct dp_counters urgent, background;
 	struct dp_histogram fault_latency;

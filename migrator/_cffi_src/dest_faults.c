@@ -56,7 +56,11 @@ static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
 	int rc = dp_install(m, start, len, &m->urgent, read_backlog, ctx);
 	if (rc)
 		return rc;
-	m->stages[job->first].installed_ns = dp_now_ns();
+	job->t.installed_ns = dp_now_ns();
+	if (m->fetches_logged < m->fetch_capacity) {
+		m->fetches[m->fetches_logged] = (struct dp_fetch){ job->first, job->t };
+		__atomic_store_n(&m->fetches_logged, m->fetches_logged + 1, __ATOMIC_RELEASE);
+	}
 	dp_job_installed(m, job, &m->urgent);
 	for (struct dp_job **p = &m->urgent_jobs; *p; p = &(*p)->next)
 		if (*p == job) {
@@ -121,14 +125,14 @@ static int on_fault(struct faults_loop *l, const struct uffd_msg *msg, uint64_t 
 	struct dp_job *job = dp_job_new(g, g + 1, 1);
 	if (!job)
 		return dp_fail(m, DP_FAILED, "out of memory");
-	m->stages[g] = (struct dp_stages){ .read_ns = now };
+	job->t.read_ns = now;
 	job->next = m->urgent_jobs;
 	m->urgent_jobs = job;
 	int n = dp_job_request(m, &l->stream, job);
 	if (n < 0)
 		return dp_fail(m, DP_FAILED, "out of memory");
 	if (n == 0) {  /* all zero pages: nothing travels, but they are checked all the same */
-		struct dp_stages *t = &m->stages[g];
+		struct dp_stages *t = &job->t;
 		t->sent_ns = t->first_byte_ns = t->last_byte_ns = now;
 		int settled = dp_job_settle(m, &l->stream, job);
 		if (settled < 0)
@@ -161,7 +165,7 @@ static int send_fresh(struct faults_loop *l)
 	int rc = dp_stream_flush(&l->stream);
 	uint64_t now = dp_now_ns();
 	for (int i = 0; i < l->nfresh; i++)
-		l->m->stages[l->fresh[i]->first].sent_ns = now;
+		l->fresh[i]->t.sent_ns = now;
 	l->nfresh = 0;
 	return rc < 0 ? DP_LINK : 0;
 }

@@ -57,9 +57,9 @@ int dp_init(struct dp_migration *m)
 	/* calloc of large blocks is fresh mmap: only entries actually touched cost memory */
 	m->state = calloc(m->granules, 1);
 	m->waiting = calloc(m->granules, sizeof(uint32_t));
-	m->stages = calloc(m->granules, sizeof(struct dp_stages));
+	m->fetches = calloc(m->fetch_capacity, sizeof(struct dp_fetch));
 	m->faults = calloc(m->fault_capacity, sizeof(struct dp_fault));
-	if (!m->state || !m->waiting || !m->stages || !m->faults)
+	if (!m->state || !m->waiting || !m->fetches || !m->faults)
 		return -ENOMEM;
 	return 0;
 }
@@ -73,11 +73,11 @@ void dp_free(struct dp_migration *m)
 	}
 	free(m->state);
 	free(m->waiting);
-	free(m->stages);
+	free(m->fetches);
 	free(m->faults);
 	m->state = NULL;
 	m->waiting = NULL;
-	m->stages = NULL;
+	m->fetches = NULL;
 	m->faults = NULL;
 	pthread_mutex_destroy(&m->lock);
 }
@@ -413,7 +413,7 @@ int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 					       "the stream is out of step");
 			struct dp_pending *head = &s->fifo[s->fifo_head];
 			if (head->job->urgent && !s->reply_got) {
-				struct dp_stages *t = &m->stages[head->job->first];
+				struct dp_stages *t = &head->job->t;
 				if (!t->first_byte_ns)
 					t->first_byte_ns = dp_now_ns();
 			}
@@ -472,7 +472,7 @@ int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 		if (--job->pending)
 			continue;
 		if (job->urgent)
-			m->stages[job->first].last_byte_ns = dp_now_ns();
+			job->t.last_byte_ns = dp_now_ns();
 		int settled = dp_job_settle(m, s, job);
 		if (settled < 0)
 			return -settled;
@@ -483,7 +483,7 @@ int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 			continue;
 		}
 		if (job->urgent)
-			m->stages[job->first].verified_ns = dp_now_ns();
+			job->t.verified_ns = dp_now_ns();
 		int rc = ready(m, job, ctx);
 		if (rc)
 			return rc;

@@ -12,6 +12,7 @@ struct dp_job {
 	uint32_t nbad, bad_cap;
 	uint64_t *bad;              /* pages that did not match their digest */
 	int urgent;                 /* fetched by the fault loop: its stages are timed */
+	struct dp_stages t;         /* (urgent) */
 	struct dp_job *next;
 };
 

@@ -51,7 +51,7 @@ class DataPlane:
         m.size, m.granularity = manifest.size, granularity
         m.granules, m.pages = manifest.size // granularity, manifest.pages
         m.digests, m.kinds, m.max_request = self._digests, self._kinds, MAX_REQUEST_LENGTH
-        m.fault_capacity = FAULT_LOG_CAPACITY
+        m.fault_capacity = m.fetch_capacity = FAULT_LOG_CAPACITY
         m.chunk_bytes, m.window = policy.chunk_bytes, max(1, policy.window)
         m.cap_bytes_per_s = policy.cap_bytes_per_s
         m.background_nice = BACKGROUND_NICE if policy.nice and may_reprioritize() else NOT_NICED
@@ -132,13 +132,15 @@ class DataPlane:
     def faults_logged(self) -> int:
         return len(self._final_faults) if self._freed else self._m.faults_logged
 
-    def stages(self, granule: int) -> tuple[int, ...]:
-        """CLOCK_MONOTONIC ns of each of STAGES for an urgently fetched granule (0: not)."""
+    def fetches(self) -> dict[int, tuple[int, ...]]:
+        """granule -> CLOCK_MONOTONIC ns of each of STAGES, for each granule the fault loop
+        fetched and installed."""
         if self._freed:
-            return (0,) * len(STAGES)
-        s = self._m.stages[granule]
-        return (s.read_ns, s.sent_ns, s.first_byte_ns, s.last_byte_ns, s.verified_ns,
-                s.installed_ns)
+            return self._final_fetches
+        f = self._m.fetches
+        return {f[i].granule: (f[i].t.read_ns, f[i].t.sent_ns, f[i].t.first_byte_ns,
+                               f[i].t.last_byte_ns, f[i].t.verified_ns, f[i].t.installed_ns)
+                for i in range(self._m.fetches_logged)}
 
     def state(self, granule: int) -> int:
         return self.states()[granule] if self._freed else self._m.state[granule]
@@ -154,5 +156,6 @@ class DataPlane:
         log and the granule states stay readable for reports."""
         if not self._freed:
             self._final_faults, self._final_states = self.faults(), self.states()
+            self._final_fetches = self.fetches()
             self._freed = True
             lib.dp_free(self._m)

@@ -134,18 +134,17 @@ class Telemetry:
         stalls on it (other vCPUs, or pages fetched in the background) are not joined."""
         plane, ppg = self.plane, self.plane.pages_per_granule
         mode, kind = self.backing.mode, self.backing.backing
+        fetches = plane.fetches()
         joined: dict[int, tuple[int, int]] = {}
         for page, start, stall in stalls:
             granule = page // ppg
-            if granule in joined or not 0 <= granule < plane.granules:
-                continue
-            stamps = plane.stages(granule)
-            if not stamps[0] or not stamps[5] or stamps[0] < start:
+            stamps = fetches.get(granule)
+            if granule in joined or stamps is None or stamps[0] < start:
                 continue
             joined[granule] = (start, start + stall)
         samples: dict[str, list[float]] = {name: [] for name in STAGE_NAMES}
         for granule, (start, resumed) in joined.items():
-            read, sent, first, last, verified, installed = plane.stages(granule)
+            read, sent, first, last, verified, installed = fetches[granule]
             # CONTINUE wakes the vCPU before it returns: the vCPU may resume first
             installed = min(installed, resumed)
             points = (start, read, sent, first, last, verified, installed, resumed)

@@ -236,9 +236,11 @@ def test_each_urgent_fetch_is_stamped_in_order_from_the_vcpus_access_to_its_resu
     addresses = array("Q", (r.guest.address + p * PAGE_SIZE for p in pages))
     done = touch(addresses)
     _wait(lambda: all(r.plane.state(p) == PRESENT for p in pages), what="the installs counted")
+    fetches = r.plane.fetches()
+    assert set(fetches) == set(pages)
     for i, page in enumerate(pages):
         start, stall = done.start_ns[i], done.latency_ns[i]
-        stamps = r.plane.stages(page)
+        stamps = fetches[page]
         assert start <= stamps[0] <= stamps[1] <= stamps[2] <= stamps[3] <= stamps[4] <= stamps[5]
         # verified before the vCPU resumed; CONTINUE wakes it before the ioctl returns, so
         # the vCPU may resume before the installed stamp
