@@ -24,7 +24,7 @@ from ..errors import MigratorError
 from ..host import pools
 from ..orchestration import migrator_command
 from ..units import format_size, hugepage_label
-from . import figures, floors, result
+from . import figures, floors, result, verdict
 from .figures import Measurement
 from .scenarios import Rig, Scenario, replay_file
 
@@ -186,7 +186,7 @@ def _experiments(plan: Plan, out: Path, m: Measurement, say: Callable[[str], Non
             continue
         if done.returncode or not done.stdout.strip():
             m.refused.append(f"{label} failed (exit {done.returncode}): "
-                             f"{done.stderr.strip()[-1500:]}")
+                             f"{verdict.gist(done.stderr)} (its log: {where})")
             continue
         m.attempt(lambda: figures.stall_ratio(m, label, json.loads(done.stdout),
                                               str(where / "results.json")))

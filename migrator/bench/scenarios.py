@@ -107,7 +107,7 @@ class Rig:
                               env={"MIGRATOR_TOKEN": self.token},
                               extra=["--background-delay", str(s.background_delay), *dest_args])
         except (RuntimeError, TimeoutError) as e:
-            run.error = f"the destination did not start: {e}"
+            run.error = f"the destination did not start: {verdict.gist(str(e))}"
             return run
         try:
             peak = _RssSampler(dest.pid)
@@ -126,10 +126,15 @@ class Rig:
             finally:
                 peak.stop()
             run.dest_peak_rss_anon_bytes = peak.peak
+            if not (guest.stdout_path.exists() and guest.stdout_path.read_text().strip()):
+                run.error = (f"the guest exited with {guest.returncode} without a result: "
+                             f"{verdict.gist(guest.log())} (log: {guest.log_path}; the "
+                             f"destination's: {dest.log_path})")
+                return run
             run.guest = guest.result()
             run.migration = dest.migration(run.guest["session"])
         except (RuntimeError, TimeoutError, OSError, LookupError, ValueError) as e:
-            run.error = f"{type(e).__name__}: {e}"
+            run.error = f"{type(e).__name__}: {verdict.gist(str(e))}"
         finally:
             dest.stop()
         return run

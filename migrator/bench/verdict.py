@@ -49,3 +49,12 @@ def require(what: str, found: list[str]) -> None:
     """Raise Refused naming `what` (e.g. "P1 run 2") if there is anything in found."""
     if found:
         raise Refused(f"{what} did not complete verified: {'; '.join(found)}")
+
+
+def gist(text: str) -> str:
+    """What a failure's message with a log in it says, on one line: its first line and the
+    log's last (the line of a traceback that says what happened)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "(nothing)"
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
