@@ -37,7 +37,6 @@ class PageStream:
         self.url = base.url(stream_path(stream))
         self.stream = stream
         self.session = session
-        self._next_id = 1
         self._pending = b""  # bytes read past the 101's head (none, from a well-behaved source)
         self._header = bytearray(REPLY.size)
         self._header_view = memoryview(self._header)
@@ -156,23 +155,6 @@ class PageStream:
             raise
         except OSError as e:
             raise StreamBroken(f"stream to {self.url} failed: {reason(e)}", url=self.url) from e
-
-    def fetch_into(self, offset: int, length: int, view: memoryview) -> None:
-        """Fetch [offset, offset + length) into view[:length]: one request, one reply.
-
-        Do not mix with pipelined send()s whose replies have not been read.
-        """
-        if len(view) < length:
-            raise ValueError(f"a view of {len(view)} bytes cannot hold {length} bytes")
-        request_id = self._next_id
-        self._next_id = (request_id + 1) & 0xFFFFFFFF
-        self.send(request_id, offset, length)
-        header = self.recv_header()
-        if (header.request_id, header.offset, header.length) != (request_id, offset, length):
-            self.close()
-            raise ProtocolError(f"{self.url} answered request {request_id} for {offset}+{length} "
-                                f"with {header}: the stream is out of step")
-        self.recv_into(view[:length] if len(view) != length else view)
 
     def handover(self) -> int:
         """A file descriptor for a C loop to speak frames on, straight to the source: this

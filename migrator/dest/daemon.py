@@ -23,7 +23,7 @@ from ..protocol.manifest import Manifest
 from . import dashboard
 from .backing import Backing, choose
 from .dataplane import BackgroundPolicy
-from .migration import PHASES, Migration, SourceLink
+from .migration import PHASES, Migration, SourceEndpoint
 from .session import GuestSession
 
 log = logging.getLogger("migrator.dest")
@@ -35,7 +35,7 @@ KEEPALIVE_TIMEOUT = 10.0
 
 
 class DestDaemon:
-    def __init__(self, source: SourceLink, mode: str, hugepage_size: int, guest_socket: str,
+    def __init__(self, source: SourceEndpoint, mode: str, hugepage_size: int, guest_socket: str,
                  manifest_deadline: float = 60.0, policy: BackgroundPolicy = BackgroundPolicy(),
                  resume_deadline: float = 60.0):
         self.source, self.guest_socket_path = source, guest_socket
@@ -91,7 +91,7 @@ class DestDaemon:
 
     def status(self) -> dict:
         with self._lock:
-            migrations = [m.report() for m in self.migrations]
+            migrations = [m.status() for m in self.migrations]
         return {
             "backing": self.backing.as_dict(),
             "hgm_detection": self.hgm.as_dict(),

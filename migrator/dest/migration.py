@@ -20,7 +20,7 @@ from .. import metrics
 from ..urgency import make_urgent
 from ..client.stream import PageStream
 from ..protocol.manifest import POISON, ZERO, Manifest
-from ..stats import summarize
+from ..quantiles import summarize
 from .backing import Backing
 from .dataplane import (
     ABSENT, BACKGROUND, DONE, FAILED, GUEST_GONE, POISONED, PRESENT, URGENT, BackgroundPolicy,
@@ -37,7 +37,7 @@ _WATCH_S = 0.1  # how often metrics are brought up to date and completion is che
 
 
 @dataclass(frozen=True)
-class SourceLink:
+class SourceEndpoint:
     url: str
     token: str | None
     ssl_context: object = None
@@ -47,7 +47,7 @@ class SourceLink:
 
 
 class Migration:
-    def __init__(self, session: str, manifest: Manifest, backing: Backing, source: SourceLink,
+    def __init__(self, session: str, manifest: Manifest, backing: Backing, source: SourceEndpoint,
                  uffd_fd: int, memfd: int, guest_base: int,
                  policy: BackgroundPolicy = BackgroundPolicy(), resume_deadline: float = 60.0):
         self.session, self.manifest, self.backing = session, manifest, backing
@@ -56,7 +56,7 @@ class Migration:
         self.error: str | None = None
         self.started = time.monotonic()
         self.finished: float | None = None
-        self.guest_report: dict = {}
+        self.guest_results: dict = {}
         self.stall_samples: list[float] = []  # seconds, as the guest measured them
         self.injected_poison: list[int] = []  # pages poisoned on this host during the run
         self.closed = False
@@ -278,7 +278,7 @@ class Migration:
         os.close(self._uffd_fd)
         os.close(self._memfd)
 
-    def report(self) -> dict:
+    def status(self) -> dict:
         plane, t = self.plane, self.telemetry
         urgent, background = plane.counters("urgent"), plane.counters("background")
         end = self.finished or time.monotonic()
@@ -313,5 +313,5 @@ class Migration:
             "duration_seconds": end - self.started,
             "recoveries": [asdict(r) for r in self.recoveries],
             "poison": self.poison_report(),
-            "guest": self.guest_report,
+            "guest": self.guest_results,
         }

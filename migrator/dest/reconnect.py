@@ -40,7 +40,7 @@ class Recovery:
 class SourceStream:
     """One named stream (urgent or background) of one migration, reconnecting as needed."""
 
-    link: object  # migration.SourceLink
+    link: object  # migration.SourceEndpoint
     name: str
     session: str
     image_id: str

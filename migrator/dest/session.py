@@ -90,11 +90,11 @@ class GuestSession:
 
     def _announce_completion(self) -> None:
         self.migration.done.wait()
-        self._try_send({"type": "complete", **self.migration.report()})
+        self._try_send({"type": "complete", **self.migration.status()})
 
     def _converse(self) -> None:
         handlers: dict[str, Callable[[dict], None]] = {
-            "stalls": self._on_stalls, "verify": self._on_report, "digests": self._on_digests,
+            "stalls": self._on_stalls, "verify": self._on_guest_result, "digests": self._on_digests,
             "vcpus": self._on_vcpus,
         }
         while True:
@@ -108,8 +108,8 @@ class GuestSession:
                 raise ProtocolError(f"unknown message type {msg['type']!r}")
             handler(msg)
 
-    def _on_report(self, msg: dict) -> None:
-        self.migration.guest_report[msg["type"]] = {k: v for k, v in msg.items() if k != "type"}
+    def _on_guest_result(self, msg: dict) -> None:
+        self.migration.guest_results[msg["type"]] = {k: v for k, v in msg.items() if k != "type"}
         self.daemon.guest_reported(self.migration, msg)
 
     def _on_vcpus(self, msg: dict) -> None:
@@ -141,7 +141,7 @@ class GuestSession:
             metrics.GUEST_SIGBUS.labels(mode).inc(sigbus)
         for v in vcpus:
             metrics.VCPU_BLOCKTIME.labels(mode, str(v.get("vcpu"))).inc(float(v.get("total", 0)))
-        self._on_report({k: v for k, v in msg.items() if k not in ("samples_ns", "events")})
+        self._on_guest_result({k: v for k, v in msg.items() if k not in ("samples_ns", "events")})
 
     def _on_digests(self, msg: dict) -> None:
         pages = msg.get("pages")

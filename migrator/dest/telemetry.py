@@ -21,7 +21,7 @@ import threading
 
 from .. import metrics
 from .._dataplane import lib
-from ..stats import summarize
+from ..quantiles import summarize
 from .backing import Backing
 from .dataplane import DataPlane
 

@@ -3,7 +3,7 @@
 from aiohttp import web
 
 from .image import GuestImage
-from .stats import Stats
+from .served import Stats
 
 IMAGE_KEY = web.AppKey("image", GuestImage)
 MANIFEST_KEY = web.AppKey("manifest", bytes)  # the image's manifest, encoded once

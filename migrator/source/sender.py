@@ -18,7 +18,7 @@ from .. import metrics
 from ..urgency import make_urgent
 from .._dataplane import ffi, lib
 from ..protocol.frames import MAX_REQUEST_LENGTH
-from .stats import Counters
+from .served import Counters
 
 _FOLDED = ("requests", "bytes", "bad_request", "out_of_range")
 
@@ -46,7 +46,7 @@ class PageSender:
         """Serve in a new thread; done(rc) is called from it when the stream ends:
         0 the peer closed, -ETIMEDOUT half a request stalled, another -errno a failure."""
         def body() -> None:
-            if self.kind == "urgent":
+            if self.kind == "urgent" and os.environ.get("MIGRATOR_SOURCE_FIFO", "1") == "1":
                 self.scheduling = make_urgent()
             rc = lib.src_serve(self._s)
             self.fold()

@@ -25,7 +25,7 @@ from migrator.protocol.frames import PageRequest
 
 from .appkeys import IMAGE_KEY, MANIFEST_KEY, STATS_KEY, STREAMS_KEY, TOKEN_KEY
 from .image import GuestImage
-from .stats import Stats
+from .served import Stats
 from .streams import handle_stream
 
 log = logging.getLogger("migrator.source")

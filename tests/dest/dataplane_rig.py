@@ -22,7 +22,7 @@ from migrator.protocol.digest import digests
 from migrator.protocol.frames import REPLY, REQUEST
 from migrator.protocol.manifest import DATA, ZERO, Manifest, Region
 from migrator.source.sender import PageSender
-from migrator.source.stats import Counters
+from migrator.source.served import Counters
 
 
 def random_image(pages: int, zero_every: int = 4, seed: int = 1) -> tuple[bytes, bytes]:

@@ -15,6 +15,7 @@ from helpers.daemons import start_source as start_plain_source, stop_daemon
 from migrator.client import PageStream, SourceTLSError, fetch_manifest
 
 from .conftest import MEMORY_BYTES, run_cli, start_source, tls_args, token_file
+from helpers.pages import fetch_into
 
 PAGES = MEMORY_BYTES // 4096
 
@@ -83,7 +84,7 @@ def test_the_blocking_clients_need_the_ca_too(tls_source, trusting):
     assert fetch_manifest(tls_source.url, TOKEN, ssl_context=trusting).pages == PAGES
     with PageStream(tls_source.url, "urgent", TOKEN, "tls-probe", ssl_context=trusting) as s:
         view = memoryview(bytearray(4096))
-        s.fetch_into(0, 4096, view)
+        fetch_into(s, 0, 4096, view)
     for attempt in (lambda: fetch_manifest(tls_source.url, TOKEN),
                     lambda: PageStream(tls_source.url, "urgent", TOKEN, "untrusted")):
         with pytest.raises(SourceTLSError, match="not trusted.*--tls-ca"):

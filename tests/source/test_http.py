@@ -19,6 +19,7 @@ from migrator.client.http import get
 from migrator.protocol import PAGE_SIZE
 from migrator.protocol.digest import digests
 from migrator.protocol.frames import MAX_REQUEST_LENGTH
+from helpers.pages import fetch_into
 
 MiB = 1 << 20
 
@@ -136,9 +137,9 @@ def test_metrics_count_what_was_served(source):
     request(source, "/v1/pages?offset=1&length=4096", source.token)
     request(source, "/v1/status", "wrong")
     with PageStream(source.url, "urgent", source.token, session="metrics") as stream:
-        stream.fetch_into(0, PAGE_SIZE, memoryview(bytearray(PAGE_SIZE)))
+        fetch_into(stream, 0, PAGE_SIZE, memoryview(bytearray(PAGE_SIZE)))
         with pytest.raises(StreamError):
-            stream.fetch_into(1 << 40, PAGE_SIZE, memoryview(bytearray(PAGE_SIZE)))
+            fetch_into(stream, 1 << 40, PAGE_SIZE, memoryview(bytearray(PAGE_SIZE)))
     after = get(source.url, "/metrics", source.token).decode()
 
     def grew(name, **labels):

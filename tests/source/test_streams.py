@@ -19,6 +19,7 @@ from migrator.protocol import PAGE_SIZE, frames
 from migrator.protocol.digest import digests, page_digest
 from migrator.protocol.frames import REPLY, PageRequest, ReplyHeader
 from migrator.protocol.handshake import UPGRADE_TOKEN
+from helpers.pages import fetch_into
 
 MiB, GiB = 1 << 20, 1 << 30
 
@@ -34,10 +35,10 @@ def test_pages_over_a_stream_match_the_manifest(source, expected, kind):
         for _ in range(200):
             page = rng.randrange(expected.pages)
             buf = bytearray(PAGE_SIZE)
-            stream.fetch_into(page * PAGE_SIZE, PAGE_SIZE, memoryview(buf))
+            fetch_into(stream, page * PAGE_SIZE, PAGE_SIZE, memoryview(buf))
             assert page_digest(buf) == expected.digests[page]
         whole = mmap.mmap(-1, 64 * MiB)
-        stream.fetch_into(0, 64 * MiB, memoryview(whole))
+        fetch_into(stream, 0, 64 * MiB, memoryview(whole))
         assert digests(whole) == expected.digests
 
 
@@ -220,7 +221,7 @@ def test_urgent_pages_are_served_during_a_1gib_background_reply(start):
         buf = bytearray(PAGE_SIZE)
         for _ in range(300):
             page = rng.randrange(manifest.pages)
-            urgent.fetch_into(page * PAGE_SIZE, PAGE_SIZE, memoryview(buf))
+            fetch_into(urgent, page * PAGE_SIZE, PAGE_SIZE, memoryview(buf))
             assert page_digest(buf) == manifest.digests[page]
         in_flight_at_end = received[0] < GiB
     finally:
