@@ -33,14 +33,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..dest.daemon import DestDaemon, serve
-    from ..dest.migration import SourceLink
+    from ..dest.migration import SourceEndpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = load_token(args.token_file)
     check_exposure(args.listen, token)
     server_ssl = server_context_from_args(args.tls_cert, args.tls_key)
     client_ssl = _client_context(args.source, args.tls_ca)
-    source = SourceLink(args.source.rstrip("/"), token, client_ssl)
+    source = SourceEndpoint(args.source.rstrip("/"), token, client_ssl)
     daemon = DestDaemon(source, args.mode, args.hugepage_size, args.guest_socket,
                         policy=options.background_policy(args), resume_deadline=args.resume_deadline)
     serve(daemon, args.listen.host, args.listen.port, ssl_context=server_ssl)
