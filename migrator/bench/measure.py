@@ -28,8 +28,6 @@ from . import figures, floors, result, verdict
 from .figures import Measurement
 from .scenarios import Rig, Scenario, replay_file
 
-# Long enough that the guest's vCPUs finish faulting before the background pull starts.
-ISOLATE_S = 5.0
 BULK_BYTES = 1 << 30  # the region ref-fault's concurrent bulk stream goes round
 MAX_HUGE_PAGES_TOUCHED = 8  # with 2 MiB pages, fault on this many spread over the image
 _EXPERIMENT_TIMEOUT_S = 1800
@@ -40,6 +38,9 @@ class Plan:
     quick: bool
     memory: int
     accesses: int  # per vCPU, for P1, P1bg and P4
+    # How long the background pull is held back where a figure wants faults alone: long
+    # enough for the vCPUs to finish faulting first (figures.py refuses a run where they did not).
+    held_back_s: float
     repeats: int = 3  # rounds
     p4_vcpus: int = 4
     min_huge_faults: int = 4
@@ -49,8 +50,8 @@ class Plan:
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(True, SIZE_1G, 1000, stall_repeats=1)
-        return cls(False, 2 * SIZE_1G, 4000)
+            return cls(True, SIZE_1G, 1000, 2.0, stall_repeats=1)
+        return cls(False, 2 * SIZE_1G, 4000, 5.0)
 
 
 @contextlib.contextmanager
@@ -86,7 +87,7 @@ def measure(plan: Plan, out: Path, say: Callable[[str], None]) -> dict:
     config = {"memory_bytes": plan.memory, "memory": format_size(plan.memory),
               "quick": plan.quick, "repeats": plan.repeats, "accesses_per_vcpu": plan.accesses,
               "p4_vcpus": plan.p4_vcpus, "seed": plan.seed, "cores": os.cpu_count(),
-              "background_delay_seconds": ISOLATE_S}
+              "background_held_back_seconds": plan.held_back_s}
     with _huge_pool(plan.memory, say) as huge, \
             tempfile.TemporaryDirectory(prefix="migrator-bench-") as tmp:
         config["hugepage_size"] = huge
@@ -119,15 +120,15 @@ def _rounds(plan: Plan, rig: Rig, huge: int, tmp: Path, m: dict[str, Measurement
                          [h * per_huge for h in touched])
     p2_migrations = -(-plan.min_huge_faults // (len(touched) * plan.repeats))
     huge_backing = f"hugetlb-{hugepage_label(huge)}"
-    n, v = plan.accesses, plan.p4_vcpus
+    n, v, held = plan.accesses, plan.p4_vcpus, plan.held_back_s
 
     for r in range(plan.repeats):
         seed = plan.seed + r
         step = f"round {r + 1}/{plan.repeats}:"
         say(f"{step} P1 (hgm, 1 vCPU, {n} uniform accesses, the background held back), then "
             "ref-fault, 1 thread")
-        p1 = rig.run(Scenario("P1", "hgm", huge, 1, "uniform", n, ISOLATE_S, seed))
-        m["P1"].attempt(lambda: figures.data_fault_latency(m["P1"], p1, kinds, ISOLATE_S))
+        p1 = rig.run(Scenario("P1", "hgm", huge, 1, "uniform", n, held, seed))
+        m["P1"].attempt(lambda: figures.data_fault_latency(m["P1"], p1, kinds, held))
         m["P1"].attempt(lambda: m["P1"].reference.append(_in_seconds(
             floors.ref_fault(image_kinds, n, threads=1, data_only=True, seed=seed))))
 
@@ -144,9 +145,9 @@ def _rounds(plan: Plan, rig: Rig, huge: int, tmp: Path, m: dict[str, Measurement
         for _ in range(p2_migrations):
             with _topped_up(huge, count):
                 p2 = rig.run(Scenario("P2", "hugepage", huge, replay=replay,
-                                      background_delay=ISOLATE_S))
+                                      background_delay=held))
             m["P2"].attempt(lambda: figures.huge_fault_latencies(m["P2"], p2, per_huge,
-                                                                 ISOLATE_S))
+                                                                 held))
         for h in touched:
             with _topped_up(huge, 1):
                 m["P2"].attempt(lambda: m["P2"].reference.append(
@@ -161,8 +162,8 @@ def _rounds(plan: Plan, rig: Rig, huge: int, tmp: Path, m: dict[str, Measurement
                 floors.ref_bulk(image_kinds, backing)))
 
         say(f"{step} P4 (hgm, {v} vCPUs x {n} uniform accesses), then ref-fault, {v} threads")
-        p4 = rig.run(Scenario("P4", "hgm", huge, v, "uniform", n, ISOLATE_S, seed))
-        m["P4"].attempt(lambda: figures.fault_rate(m["P4"], p4, kinds, ISOLATE_S))
+        p4 = rig.run(Scenario("P4", "hgm", huge, v, "uniform", n, held, seed))
+        m["P4"].attempt(lambda: figures.fault_rate(m["P4"], p4, kinds, held))
         m["P4"].attempt(lambda: m["P4"].reference.append(
             floors.ref_fault(image_kinds, n, threads=v, data_only=False, seed=seed)))
 
