@@ -156,10 +156,10 @@ def _rounds(plan: Plan, rig: Rig, huge: int, tmp: Path, m: dict[str, Measurement
         say(f"{step} P3/P5 (hgm, the background pull of the whole image), then ref-bulk")
         p3 = rig.run(Scenario("P3", "hgm", huge, 1, "uniform", 10, 0.0, seed))
         m["P3"].attempt(lambda: figures.pull_throughput(m["P3"], p3, plan.memory))
-        backing = floors.memfd_backing(p3.backing["backing"] or "shmem")
-        with _topped_up(huge, 0 if backing == "shmem" else count):
+        backing = p3.backing["backing"] or "shmem"  # the hgm destination's
+        with _topped_up(huge, 0 if backing.startswith("shmem") else count):
             m["P3"].attempt(lambda: m["P3"].reference.append(
-                floors.ref_bulk(image_kinds, backing)))
+                floors.ref_bulk(image_kinds, floors.memfd_backing(backing))))
 
         say(f"{step} P4 (hgm, {v} vCPUs x {n} uniform accesses), then ref-fault, {v} threads")
         p4 = rig.run(Scenario("P4", "hgm", huge, v, "uniform", n, held, seed))
