@@ -208,7 +208,8 @@ def background_args(policy: BackgroundPolicy) -> list[str]:
     """`migrator dest` arguments for a background policy."""
     return ["--background-delay", str(policy.delay), "--background-cap",
             str(policy.cap_bytes_per_s), "--background-window", str(policy.window),
-            "--background-chunk", str(policy.chunk_bytes)]
+            "--background-chunk", str(policy.chunk_bytes),
+            *(() if policy.preempt else ("--no-background-preempt",))]
 
 
 def start_dest(source_url: str, mode: str, hugepage_size: int, guest_socket: str,

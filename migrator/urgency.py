@@ -1,21 +1,20 @@
-"""Scheduling the urgent path: the threads a vCPU's fault waits on run before any other.
+"""Who gets a CPU first on a small host: the destination's background loop stands back.
 
-On a host with spare cores the fault thread and the source's urgent sender always find a CPU;
-on a small one they queue behind vCPU threads and the background pull, and the stall measured
-is the emulator's scheduling, not postcopy. SCHED_FIFO tells the kernel which thread matters.
-It needs CAP_SYS_NICE; without it the thread stays as it was and the reports say so.
+On a host with spare cores every loop finds a CPU; on a small one the background pull's threads
+compete with the vCPUs and the urgent path, and the stall measured would be the emulator's
+scheduling, not postcopy. The background loop runs niced (dest_background.c), and is lifted back
+while a vCPU waits on it. Lifting a priority needs CAP_SYS_NICE: without it, nothing is niced.
+
+(The urgent path itself runs as a normal thread: SCHED_FIFO was measured here and made faults
+slower, since a woken real-time thread is sent to another CPU, and a wake-up across CPUs costs
+40-50 us on this kind of VM.)
 """
 
 from __future__ import annotations
 
-import os
 
-URGENT_PRIORITY = 10  # of 1..99: above normal threads, below the kernel's own RT threads
-# The destination's background loop runs at this nice while no vCPU waits on it, so the vCPUs
-# and the urgent path find a CPU first on a small host (dest_background.c).
-BACKGROUND_NICE = int(os.environ.get("MIGRATOR_BACKGROUND_NICE", "10"))
-
-
+# The destination's background loop runs at this nice while no vCPU waits on it.
+BACKGROUND_NICE = 10
 _CAP_SYS_NICE = 23
 
 
@@ -30,17 +29,3 @@ def may_reprioritize() -> bool:
     except OSError:
         pass
     return False
-
-
-def make_urgent() -> str:
-    """Run the calling thread SCHED_FIFO; returns how it runs now, for reports."""
-    if not may_reprioritize():
-        return "normal (SCHED_FIFO needs CAP_SYS_NICE)"
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(URGENT_PRIORITY))
-    except PermissionError:
-        return "normal (SCHED_FIFO needs CAP_SYS_NICE)"
-    except OSError as e:
-        return f"normal (SCHED_FIFO refused: {e.strerror})"
-    return f"fifo:{URGENT_PRIORITY}"
-

@@ -52,6 +52,7 @@ struct dp_migration {
     uint32_t window;
     uint64_t cap_bytes_per_s;
     int background_nice;
+    int preempt;
     uint64_t background_waiters;
     int stop;
     uint64_t mismatched_pages, first_mismatch;

@@ -120,6 +120,8 @@ struct dp_migration {
 	uint64_t chunk_bytes;       /* granules claimed per background job, in bytes */
 	uint32_t window;            /* background jobs in flight */
 	uint64_t cap_bytes_per_s;   /* 0: no cap */
+	int preempt;                /* urgent faults preempt the pull: see dest_background.c */
+	uint64_t last_fault_ns;     /* when the fault loop last read a fault */
 	int background_nice;        /* the background loop's nice while no fault waits on it;
 	                               -100: leave the thread as it is */
 	uint64_t background_waiters; /* faults waiting on a background job right now */

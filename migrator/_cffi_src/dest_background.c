@@ -6,6 +6,10 @@
  *   claim the next run of absent granules after the most recent fault (wrapping)
  *   -> map its alias pages, request its data pages; keep `window` such jobs in flight, and
  *      stay under the bandwidth cap (QEMU's max-postcopy-bandwidth) when one is set
+ *   -> with `preempt`, request nothing new while a fault's fetch is in flight or a fault came
+ *      in the last PREEMPT_QUIET_NS (QEMU's postcopy-preempt, in time rather than channels): on
+ *      a small host the bulk stream's CPU time, socket buffers and softirq work are what an
+ *      urgent reply would wait behind. Not while a vCPU waits on the pull itself.
  *   -> receive each into the alias view, verify every page, UFFDIO_CONTINUE the run,
  *      mark it present (faults that waited on it are resolved by that CONTINUE)
  *
@@ -28,6 +32,8 @@
 #include "dest_fetch.h"
 
 #define IDLE_POLL_MS 50
+#define PREEMPT_QUIET_NS 500000ull
+#define PREEMPT_POLL_MS 1
 
 struct background_loop {
 	struct dp_migration *m;
@@ -123,12 +129,21 @@ static int cap_wait_ms(struct background_loop *l)
 	return ms < IDLE_POLL_MS ? ms : IDLE_POLL_MS;
 }
 
+/* Faults are being served urgently, and none waits on us: stand back. */
+static int preempted(struct dp_migration *m)
+{
+	if (!m->preempt || __atomic_load_n(&m->background_waiters, __ATOMIC_RELAXED))
+		return 0;
+	return __atomic_load_n(&m->urgent.in_flight, __ATOMIC_RELAXED) ||
+	       dp_now_ns() - __atomic_load_n(&m->last_fault_ns, __ATOMIC_RELAXED) < PREEMPT_QUIET_NS;
+}
+
 /* Claim and request jobs until the window is full. Returns 1 when nothing is left to claim. */
 static int fill_window(struct background_loop *l, int *rc)
 {
 	struct dp_migration *m = l->m;
 	uint64_t per_job = m->chunk_bytes / m->granularity ? m->chunk_bytes / m->granularity : 1;
-	while (l->in_flight < m->window && !cap_wait_ms(l)) {
+	while (l->in_flight < m->window && !cap_wait_ms(l) && !preempted(m)) {
 		uint64_t first, end;
 		if (!claim_run(m, per_job, &first, &end))
 			return 1;
@@ -194,12 +209,16 @@ int dp_background_run(struct dp_migration *m, int fd)
 			break;
 		if (exhausted && !l.in_flight)
 			break;
+		if (!l.in_flight && !exhausted && preempted(m)) {
+			usleep(PREEMPT_POLL_MS * 1000);
+			continue;
+		}
 		if (l.stream.out_len && dp_stream_flush(&l.stream) < 0) {
 			rc = DP_LINK;
 			break;
 		}
 		renice(&l);
-		int wait = l.in_flight ? IDLE_POLL_MS : cap_wait_ms(&l);
+		int wait = l.in_flight ? IDLE_POLL_MS : preempted(m) ? PREEMPT_POLL_MS : cap_wait_ms(&l);
 		struct pollfd p = { .fd = fd,
 				    .events = POLLIN | (l.stream.out_len ? POLLOUT : 0) };
 		if (poll(&p, 1, wait ? wait : IDLE_POLL_MS) < 0 && errno != EINTR) {

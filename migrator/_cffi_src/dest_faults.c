@@ -149,6 +149,7 @@ static int on_fault(struct faults_loop *l, const struct uffd_msg *msg, uint64_t 
 
 static int on_events(struct faults_loop *l, struct uffd_msg *msgs, int n, uint64_t now)
 {
+	__atomic_store_n(&l->m->last_fault_ns, now, __ATOMIC_RELAXED);
 	for (int i = 0; i < n; i++) {
 		/* REMOVE/UNMAP: the page cache keeps the data; a later fault is installed again */
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)

@@ -91,13 +91,18 @@ def add_background_policy(p: argparse.ArgumentParser) -> None:
     g.add_argument("--background-chunk", type=size, default=BackgroundPolicy.chunk_bytes,
                    metavar="BYTES", help="claimed, fetched and installed together (default "
                    f"{BackgroundPolicy.chunk_bytes >> 20}MiB; at least one granule)")
+    g.add_argument("--no-background-preempt", dest="background_preempt", action="store_false",
+                   help="keep pulling while faults are being served (default: request nothing "
+                        "new while a fault's fetch is in flight or a fault came in the last "
+                        "0.5 ms, unless a vCPU waits on the pull itself)")
 
 
 def background_policy(args: argparse.Namespace):
     from ..dest.dataplane import BackgroundPolicy
 
     return BackgroundPolicy(delay=args.background_delay, chunk_bytes=args.background_chunk,
-                            window=args.background_window, cap_bytes_per_s=args.background_cap)
+                            window=args.background_window, cap_bytes_per_s=args.background_cap,
+                            preempt=args.background_preempt)
 
 
 def add_poison(p: argparse.ArgumentParser, where: str) -> None:

@@ -36,6 +36,7 @@ class BackgroundPolicy:
     window: int = 2  # jobs in flight
     cap_bytes_per_s: int = 0  # 0: no cap (QEMU's max-postcopy-bandwidth)
     nice: bool = True  # run niced (BACKGROUND_NICE) while no vCPU waits on it
+    preempt: bool = True  # request nothing new while urgent faults are being served
 
 
 class DataPlane:
@@ -54,7 +55,9 @@ class DataPlane:
         m.fault_capacity = m.fetch_capacity = FAULT_LOG_CAPACITY
         m.chunk_bytes, m.window = policy.chunk_bytes, max(1, policy.window)
         m.cap_bytes_per_s = policy.cap_bytes_per_s
-        m.background_nice = BACKGROUND_NICE if policy.nice and may_reprioritize() else NOT_NICED
+        m.preempt = int(policy.preempt)
+        self.niced = policy.nice and may_reprioritize()
+        m.background_nice = BACKGROUND_NICE if self.niced else NOT_NICED
         metrics.set_bounds(m.fault_latency)
         if lib.dp_init(m) < 0:
             raise MemoryError("cannot allocate the granule table")

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from cffi_uffd import Mapping, fallocate
 
 from .. import metrics
-from ..urgency import make_urgent
 from ..client.stream import PageStream
 from ..protocol.manifest import POISON, ZERO, Manifest
 from ..quantiles import summarize
@@ -86,7 +85,6 @@ class Migration:
         ]
         self._background_done = threading.Event()
         self._injected_absent: set[int] = set()  # granules poisoned here before their install
-        self.urgent_scheduling = "not started"
 
     # -- phases -----------------------------------------------------------------------------
     def _pause(self, stream: str) -> None:
@@ -142,7 +140,6 @@ class Migration:
                                   phase="guest-lost")
 
     def _faults(self) -> None:
-        self.urgent_scheduling = make_urgent()
         self._loop_ended(self._streams[0].run(self.plane.run_faults))
 
     def _background(self) -> None:
@@ -299,7 +296,7 @@ class Migration:
             "bytes_background": background.bytes,
             "background_bytes_per_second": t.background_throughput(),
             "background_policy": asdict(self.policy),
-            "urgent_scheduling": self.urgent_scheduling,
+            "background_niced": self.plane.niced,
             "pages_urgent": urgent.pages,
             "pages_background": background.pages,
             "pages_total": self.manifest.pages,

@@ -15,7 +15,6 @@ import threading
 from typing import Callable
 
 from .. import metrics
-from ..urgency import make_urgent
 from .._dataplane import ffi, lib
 from ..protocol.frames import MAX_REQUEST_LENGTH
 from .served import Counters
@@ -40,14 +39,11 @@ class PageSender:
         self._sum_seen = 0
         self._lock = threading.Lock()
         self._latency = metrics.SOURCE_REQUEST_LATENCY.labels(kind)
-        self.scheduling = "normal"
 
     def serve(self, done: Callable[[int], None]) -> None:
         """Serve in a new thread; done(rc) is called from it when the stream ends:
         0 the peer closed, -ETIMEDOUT half a request stalled, another -errno a failure."""
         def body() -> None:
-            if self.kind == "urgent" and os.environ.get("MIGRATOR_SOURCE_FIFO", "1") == "1":
-                self.scheduling = make_urgent()
             rc = lib.src_serve(self._s)
             self.fold()
             done(rc)
