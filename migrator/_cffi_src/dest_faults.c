@@ -34,6 +34,12 @@ struct faults_loop {
 	int nbacklog;
 	struct dp_job *fresh[BATCH];      /* requested in this batch: their send time is stamped */
 	int nfresh;
+	struct later {                    /* work of this batch that sends nothing: done after */
+		struct dp_job *job;       /* the requests are out (a zero-page job to install) */
+		uint64_t granule;         /* or a granule found done already, to map again */
+		int state;
+	} later[BATCH];
+	int nlater;
 };
 
 /* An ioctl met a pending REMOVE: read it (and whatever else is queued) so the next try works. */
@@ -117,8 +123,10 @@ static int on_fault(struct faults_loop *l, const struct uffd_msg *msg, uint64_t 
 		m->cursor = g + 1 < m->granules ? g + 1 : 0;  /* the pages after a fault are likely next */
 	pthread_mutex_unlock(&m->lock);
 
-	if (state == DP_PRESENT || state == DP_POISONED)
-		return refault(m, l, g, state);
+	if (state == DP_PRESENT || state == DP_POISONED) {
+		l->later[l->nlater++] = (struct later){ NULL, g, state };
+		return 0;
+	}
 	if (state != DP_ABSENT)
 		return 0;  /* being fetched: its install resolves this fault too */
 
@@ -134,30 +142,11 @@ static int on_fault(struct faults_loop *l, const struct uffd_msg *msg, uint64_t 
 	if (n == 0) {  /* all zero pages: nothing travels, but they are checked all the same */
 		struct dp_stages *t = &job->t;
 		t->sent_ns = t->first_byte_ns = t->last_byte_ns = now;
-		int settled = dp_job_settle(m, &l->stream, job);
-		if (settled < 0)
-			return -settled;
-		if (settled == 1) {
-			t->verified_ns = dp_now_ns();
-			return installed(m, job, l);
-		}
+		l->later[l->nlater++] = (struct later){ job, g, DP_URGENT };
+		return 0;
 	}
 	if (l->nfresh < BATCH)
 		l->fresh[l->nfresh++] = job;
-	return 0;
-}
-
-static int on_events(struct faults_loop *l, struct uffd_msg *msgs, int n, uint64_t now)
-{
-	__atomic_store_n(&l->m->last_fault_ns, now, __ATOMIC_RELAXED);
-	for (int i = 0; i < n; i++) {
-		/* REMOVE/UNMAP: the page cache keeps the data; a later fault is installed again */
-		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		int rc = on_fault(l, &msgs[i], now);
-		if (rc)
-			return rc;
-	}
 	return 0;
 }
 
@@ -169,6 +158,41 @@ static int send_fresh(struct faults_loop *l)
 		l->fresh[i]->t.sent_ns = now;
 	l->nfresh = 0;
 	return rc < 0 ? DP_LINK : 0;
+}
+
+/* A zero-page job (verify, install) or a granule to map again: nothing to wait for. */
+static int do_later(struct faults_loop *l, struct later *w)
+{
+	struct dp_migration *m = l->m;
+	if (!w->job)
+		return refault(m, l, w->granule, w->state);
+	int settled = dp_job_settle(m, &l->stream, w->job);
+	if (settled < 0)
+		return -settled;
+	if (settled == 0)  /* a zero page was not zero: it is being fetched now */
+		return l->nfresh < BATCH ? (l->fresh[l->nfresh++] = w->job, 0) : 0;
+	w->job->t.verified_ns = dp_now_ns();
+	return installed(m, w->job, l);
+}
+
+/*
+ * A batch of events: first every request it needs goes out, then the work that needs no
+ * reply, so that a fault's request never waits behind another fault's install.
+ */
+static int on_events(struct faults_loop *l, struct uffd_msg *msgs, int n, uint64_t now)
+{
+	__atomic_store_n(&l->m->last_fault_ns, now, __ATOMIC_RELAXED);
+	int rc = 0;
+	for (int i = 0; i < n && !rc; i++)
+		/* REMOVE/UNMAP: the page cache keeps the data; a later fault is installed again */
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+			rc = on_fault(l, &msgs[i], now);
+	if (!rc && l->nfresh)
+		rc = send_fresh(l);
+	for (int i = 0; i < l->nlater && !rc; i++)
+		rc = do_later(l, &l->later[i]);
+	l->nlater = 0;
+	return rc;
 }
 
 int dp_faults_run(struct dp_migration *m, int fd, int poll_ms)
