@@ -204,10 +204,16 @@ int dp_faults_run(struct dp_migration *m, int fd, int poll_ms)
 	dp_stream_open(&l->stream, fd, &m->urgent);
 	int rc = 0;
 
-	/* a new connection after a broken one: ask again for everything not installed */
-	for (struct dp_job *job = m->urgent_jobs; job && !rc; job = job->next)
-		if (dp_job_request(m, &l->stream, job) < 0)
+	/* a new connection after a broken one: ask again for everything not installed (a job
+	 * of zero pages that was refetching one that was not zero starts its checks over) */
+	for (struct dp_job *job = m->urgent_jobs, *next; job && !rc; job = next) {
+		next = job->next;
+		int n = dp_job_request(m, &l->stream, job);
+		if (n < 0)
 			rc = dp_fail(m, DP_FAILED, "out of memory");
+		else if (n == 0)
+			rc = do_later(l, &(struct later){ job, job->first, DP_URGENT });
+	}
 
 	while (!rc && !m->stop) {
 		if (l->nbacklog) {

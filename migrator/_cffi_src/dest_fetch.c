@@ -289,7 +289,8 @@ static int stream_request(struct dp_stream *s, struct dp_job *job, uint64_t offs
 
 /*
  * Request the data pages of the job (all of them: its first fetch, or again after a
- * reconnect). Returns the number of requests, or -errno.
+ * reconnect, which starts its checks over: zero pages included). Returns the number of
+ * requests, or -errno.
  */
 int dp_job_request(struct dp_migration *m, struct dp_stream *s, struct dp_job *job)
 {
@@ -298,6 +299,7 @@ int dp_job_request(struct dp_migration *m, struct dp_stream *s, struct dp_job *j
 	uint64_t per_request = m->max_request / DP_PAGE;
 	job->pending = 0;
 	job->nbad = 0;
+	job->attempt = 1;
 	while (page < last) {
 		if (m->kinds[page] != DP_DATA) {
 			page++;
@@ -348,8 +350,10 @@ static void note_bad(struct dp_job *job, uint64_t page)
 	if (job->nbad == job->bad_cap) {
 		uint32_t cap = job->bad_cap ? job->bad_cap * 2 : 16;
 		uint64_t *b = realloc(job->bad, cap * sizeof(*b));
-		if (!b)
-			return;  /* counted as verified-bad below via nbad not growing: fail safe */
+		if (!b) {
+			job->bad_lost = 1;  /* the job can then never be installed */
+			return;
+		}
 		job->bad = b;
 		job->bad_cap = cap;
 	}
@@ -370,14 +374,19 @@ static void verify(struct dp_migration *m, struct dp_job *job, uint64_t first, u
 }
 
 /*
- * The job's last reply is in (or it needed none): check its zero pages, then either it is ready to install (1),
- * its bad pages were requested again (0), or they stayed bad (DP_FAILED, negated).
+ * The job's last reply is in (or it needed none): check its zero pages, then either it is
+ * ready to install (1), its bad pages were requested again (0), or they stayed bad
+ * (DP_FAILED, negated).
  */
 int dp_job_settle(struct dp_migration *m, struct dp_stream *s, struct dp_job *job)
 {
 	uint64_t per = m->granularity / DP_PAGE;
 	if (job->attempt == 1)
 		verify(m, job, job->first * per, job->end * per, DP_ZERO);
+	if (job->bad_lost)
+		return -dp_fail(m, DP_FAILED, "out of memory noting the pages of granule %lu that "
+				"differ from the manifest; refusing to install it",
+				(unsigned long)job->first);
 	if (!job->nbad)
 		return 1;
 	if (job->attempt >= DP_MAX_ATTEMPTS) {
@@ -393,11 +402,6 @@ int dp_job_settle(struct dp_migration *m, struct dp_stream *s, struct dp_job *jo
 	return job_refetch(m, s, job) < 0 ? -dp_fail(m, DP_FAILED, "out of memory") : 0;
 }
 
-/*
- * Read whatever the socket has (without blocking) and process replies in order. Each job
- * whose last reply is in and verified is handed to ready(). Returns 0, DP_LINK (the stream
- * broke: the caller reconnects) or DP_FAILED.
- */
 /* Body bytes of an OK reply landed in the alias: count them, verify the pages now whole. */
 static void landed(struct dp_migration *m, struct dp_stream *s, struct dp_job *job, size_t n)
 {
@@ -435,6 +439,11 @@ static ssize_t recv_head(struct dp_migration *m, struct dp_stream *s, size_t *ea
 	return n;
 }
 
+/*
+ * Read whatever the socket has (without blocking) and process replies in order. Each job
+ * whose last reply is in and verified is handed to ready(). Returns 0, DP_LINK (the stream
+ * broke: the caller reconnects) or DP_FAILED.
+ */
 int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 		      int (*ready)(struct dp_migration *, struct dp_job *, void *), void *ctx)
 {

@@ -11,6 +11,7 @@ struct dp_job {
 	uint32_t attempt;           /* 1, then once more per refetch of bad pages */
 	uint32_t nbad, bad_cap;
 	uint64_t *bad;              /* pages that did not match their digest */
+	int bad_lost;               /* one could not be noted (out of memory) */
 	int urgent;                 /* fetched by the fault loop: its stages are timed */
 	struct dp_stages t;         /* (urgent) */
 	struct dp_job *next;

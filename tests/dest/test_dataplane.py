@@ -254,3 +254,17 @@ def test_each_urgent_fetch_is_stamped_in_order_from_the_vcpus_access_to_its_resu
     assert summary["stall"]["total"] == pytest.approx(sum(done.latency_ns) / 1e9)
     median = summary["median_fault"]
     assert sum(v for k, v in median.items() if k != "stall") == pytest.approx(median["stall"])
+
+
+def test_a_dirty_zero_page_whose_refetch_is_cut_is_checked_again_on_the_new_link(rig):
+    r = rig()
+    zero = next(p for p in range(r.pages) if r.manifest.kinds[p] == 1)
+    r.alias.view[zero * PAGE_SIZE:zero * PAGE_SIZE + 5] = b"dirty"
+    _, loop = r.loop_against("faults", cut_after_bytes=0)  # the refetch's reply never comes
+    vcpu = r.touch_pages([zero])
+    loop.join(timeout=10)
+    assert r.results["faults"] == LINK and vcpu.is_alive()
+    source, _ = r.loop_against("faults")
+    vcpu.join(timeout=10)
+    assert not vcpu.is_alive() and source.requests == [(zero * PAGE_SIZE, PAGE_SIZE)]
+    assert r.guest_page(zero) == bytes(PAGE_SIZE)
