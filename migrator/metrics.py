@@ -129,19 +129,28 @@ def set_bounds(histogram) -> None:
                                   else 2**64 - 1)
 
 
-def add_observations(child, bucket_counts: list[int], total: float) -> None:
-    """Add observations counted elsewhere (the C loops' histograms, same buckets, +Inf last)
-    to a Histogram child: per-bucket counts, not cumulative, and their sum in seconds.
+class NativeHistogram:
+    """A C loop's histogram (struct dp_histogram, in ns, bounds from set_bounds) carried into
+    a Histogram child.
 
-    prometheus_client has no public call for this; its children keep exactly these two
-    things (_buckets, _sum), unchanged since 0.4."""
-    if len(bucket_counts) != len(child._buckets):
-        raise ValueError(f"{len(bucket_counts)} counts for {len(child._buckets)} buckets")
-    for bucket, n in zip(child._buckets, bucket_counts):
-        if n:
-            bucket.inc(n)
-    if total:
-        child._sum.inc(total)
+    The C side only bumps its bucket counts; fold() adds what it counted since the last fold.
+    prometheus_client has no public call for adding counted observations; its children keep
+    exactly these two things (_buckets, per bucket, +Inf last; _sum), unchanged since 0.4."""
+
+    def __init__(self, histogram, child) -> None:
+        self._c, self._child = histogram, child
+        self._seen = [0] * len(child._buckets)
+        self._sum_seen = 0
+
+    def fold(self) -> None:
+        counts = [self._c.counts[i] for i in range(len(self._seen))]
+        total = self._c.sum_ns
+        for bucket, now, seen in zip(self._child._buckets, counts, self._seen):
+            if now != seen:
+                bucket.inc(now - seen)
+        if total != self._sum_seen:
+            self._child._sum.inc((total - self._sum_seen) / 1e9)
+        self._seen, self._sum_seen = counts, total
 
 
 def exposition(accept_header: str | None) -> tuple[bytes, str]:

@@ -56,9 +56,9 @@ class DataPlane:
         m.chunk_bytes, m.window = policy.chunk_bytes, max(1, policy.window)
         m.cap_bytes_per_s = policy.cap_bytes_per_s
         m.preempt = int(policy.preempt)
+        metrics.set_bounds(m.fault_latency)
         self.niced = policy.nice and may_reprioritize()
         m.background_nice = BACKGROUND_NICE if self.niced else NOT_NICED
-        metrics.set_bounds(m.fault_latency)
         if lib.dp_init(m) < 0:
             raise MemoryError("cannot allocate the granule table")
         self.granules = m.granules

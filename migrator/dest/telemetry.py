@@ -18,9 +18,9 @@ They add up, per fault, to the stall the vCPU saw.
 from __future__ import annotations
 
 import threading
+import time
 
 from .. import metrics
-from .._dataplane import lib
 from ..quantiles import summarize
 from .backing import Backing
 from .dataplane import DataPlane
@@ -39,10 +39,9 @@ class Telemetry:
         self._seen = {stream: dict.fromkeys(_COUNTED, 0) for stream in ("urgent", "background")}
         self._faults_seen = 0
         self._fault_threads: set[int] = set()
-        self._hist_seen = [0] * len(metrics.LATENCY_BUCKETS) + [0]
-        self._hist_sum_seen = 0
         self._faults = {k: metrics.FAULTS.labels(mode, kind, k) for k in ("vcpu", "other")}
-        self._latency = metrics.FAULT_LATENCY.labels(mode, kind)
+        self._latency = metrics.NativeHistogram(plane.fault_latency,
+                                                metrics.FAULT_LATENCY.labels(mode, kind))
         self._in_flight = metrics.URGENT_IN_FLIGHT.labels(mode)
         self._in_flight_seen = 0
         self._remaining = metrics.PAGES_REMAINING.labels(mode)
@@ -53,7 +52,7 @@ class Telemetry:
         with self._lock:
             self._sync_counters()
             self._sync_faults()
-            self._sync_latency()
+            self._latency.fold()
 
     def _sync_counters(self) -> None:
         mode = self.backing.mode
@@ -95,14 +94,6 @@ class Telemetry:
         if other:
             self._faults["other"].inc(other)
 
-    def _sync_latency(self) -> None:
-        h = self.plane.fault_latency
-        deltas = [h.counts[i] - self._hist_seen[i] for i in range(len(self._hist_seen))]
-        total = h.sum_ns
-        metrics.add_observations(self._latency, deltas, (total - self._hist_sum_seen) / 1e9)
-        self._hist_seen = [self._hist_seen[i] + d for i, d in enumerate(deltas)]
-        self._hist_sum_seen = total
-
     @property
     def pages_remaining(self) -> int:
         """4 KiB pages not installed yet, as counted into PAGES_REMAINING so far."""
@@ -123,7 +114,7 @@ class Telemetry:
         c = self.plane.counters("background")
         if not c.started_ns:
             return 0.0
-        end = c.finished_ns or lib.dp_now_ns()
+        end = c.finished_ns or time.monotonic_ns()  # CLOCK_MONOTONIC, as the C loops
         return c.bytes / ((end - c.started_ns) / 1e9) if end > c.started_ns else 0.0
 
     def observe_stalls(self, stalls: list[list[int]]) -> None:

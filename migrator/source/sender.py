@@ -35,10 +35,9 @@ class PageSender:
         metrics.set_bounds(s.latency)
         self._counters = counters
         self._folded = dict.fromkeys(_FOLDED, 0)
-        self._hist_seen = [0] * (len(metrics.LATENCY_BUCKETS) + 1)
-        self._sum_seen = 0
         self._lock = threading.Lock()
-        self._latency = metrics.SOURCE_REQUEST_LATENCY.labels(kind)
+        self._latency = metrics.NativeHistogram(s.latency,
+                                                metrics.SOURCE_REQUEST_LATENCY.labels(kind))
 
     def serve(self, done: Callable[[int], None]) -> None:
         """Serve in a new thread; done(rc) is called from it when the stream ends:
@@ -66,11 +65,7 @@ class PageSender:
             now = {name: getattr(s, name) for name in _FOLDED}
             d = {name: now[name] - self._folded[name] for name in _FOLDED}
             self._folded = now
-            deltas = [s.latency.counts[i] - self._hist_seen[i] for i in range(len(self._hist_seen))]
-            total = s.latency.sum_ns
-            self._hist_seen = [a + b for a, b in zip(self._hist_seen, deltas)]
-            metrics.add_observations(self._latency, deltas, (total - self._sum_seen) / 1e9)
-            self._sum_seen = total
+            self._latency.fold()
         for c in self._counters:
             c.requests += d["requests"]
             c.bytes += d["bytes"]
