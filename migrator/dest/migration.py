@@ -158,7 +158,6 @@ class Migration:
                 return
 
     def _complete(self) -> None:
-        self.telemetry.sync()
         expected = self.manifest.pages - self.unverified_poisoned_pages
         if self.plane.mismatched_pages or self.verified_pages != expected:
             self.fail(f"verified {self.verified_pages} of {expected} pages, "
@@ -190,11 +189,8 @@ class Migration:
     @property
     def unverified_poisoned_pages(self) -> int:
         """Pages never fetched because their granule was poisoned before it was installed."""
-        return len(self._poisoned_unfetched) * self.plane.pages_per_granule
-
-    @property
-    def _poisoned_unfetched(self) -> set[int]:
-        return self.plane.poisoned_on_source | self._injected_absent
+        unfetched = self.plane.poisoned_on_source | self._injected_absent
+        return len(unfetched) * self.plane.pages_per_granule
 
     def inject_poison(self, page: int) -> dict:
         """A memory error on this host in a guest page: the page's whole granule becomes
