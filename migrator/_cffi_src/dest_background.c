@@ -50,16 +50,6 @@ static void wait_for_fault_loop(struct dp_migration *m, void *ctx)
 	usleep(500);
 }
 
-static void unlink_job(struct background_loop *l, struct dp_job *job)
-{
-	for (struct dp_job **p = &l->jobs; *p; p = &(*p)->next)
-		if (*p == job) {
-			*p = job->next;
-			break;
-		}
-	l->in_flight--;
-}
-
 static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
 {
 	struct background_loop *l = ctx;
@@ -68,7 +58,8 @@ static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
 	if (rc)
 		return rc;
 	dp_job_installed(m, job, &m->background);
-	unlink_job(l, job);
+	dp_job_unlink(&l->jobs, job);
+	l->in_flight--;
 	dp_job_free(job);
 	return 0;
 }

@@ -68,11 +68,7 @@ static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
 		__atomic_store_n(&m->fetches_logged, m->fetches_logged + 1, __ATOMIC_RELEASE);
 	}
 	dp_job_installed(m, job, &m->urgent);
-	for (struct dp_job **p = &m->urgent_jobs; *p; p = &(*p)->next)
-		if (*p == job) {
-			*p = job->next;
-			break;
-		}
+	dp_job_unlink(&m->urgent_jobs, job);
 	dp_job_free(job);
 	return 0;
 }

@@ -559,6 +559,15 @@ struct dp_job *dp_job_new(uint64_t first, uint64_t end, int urgent)
 	return job;
 }
 
+void dp_job_unlink(struct dp_job **list, struct dp_job *job)
+{
+	for (struct dp_job **p = list; *p; p = &(*p)->next)
+		if (*p == job) {
+			*p = job->next;
+			return;
+		}
+}
+
 void dp_job_free(struct dp_job *job)
 {
 	free(job->bad);

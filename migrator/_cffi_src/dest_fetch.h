@@ -33,6 +33,7 @@ int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 		      int (*ready)(struct dp_migration *, struct dp_job *, void *), void *ctx);
 
 struct dp_job *dp_job_new(uint64_t first, uint64_t end, int urgent);
+void dp_job_unlink(struct dp_job **list, struct dp_job *job);
 void dp_job_free(struct dp_job *job);
 void dp_prepare(struct dp_migration *m, struct dp_job *job);
 void dp_job_installed(struct dp_migration *m, struct dp_job *job, struct dp_counters *c);
