@@ -7,7 +7,7 @@ from pathlib import Path
 from cffi import FFI
 
 _HERE = Path(__file__).parent
-_SOURCES = ["clock.c", "dest_fetch.c", "dest_faults.c", "dest_background.c", "source_sender.c"]
+_SOURCES = ["histogram.c", "dest_fetch.c", "dest_faults.c", "dest_background.c", "source_sender.c"]
 
 CDEF = """
 #define DP_HIST_BUCKETS ...
@@ -69,7 +69,6 @@ int dp_claim_for_poison(struct dp_migration *m, uint64_t granule);
 int dp_poison_granule(struct dp_migration *m, uint64_t granule);
 void dp_release_poison_claim(struct dp_migration *m, uint64_t granule, int state);
 void dp_mark_done(struct dp_migration *m, uint64_t first, uint64_t end, int state);
-uint64_t dp_now_ns(void);
 
 struct src_stream {
     int fd;

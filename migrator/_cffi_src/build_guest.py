@@ -28,6 +28,7 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "migrator.guest._native",
     (_HERE / "guest_touch.c").read_text(),
+    include_dirs=[str(_HERE)],
     extra_compile_args=["-O2"],
 )
 

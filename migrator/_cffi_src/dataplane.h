@@ -1,7 +1,7 @@
 /*
  * migrator's data plane in C: the loops the interpreter must not stall.
  *
- *   clock.c            the clock and the histograms every loop fills
+ *   histogram.c        the histograms every loop fills (the clock: monotonic.h)
  *   dest_fetch.c       the plumbing both destination loops share: the granule table, requests
  *                      and replies on one page stream, verification, install
  *   dest_faults.c      the fault loop: userfaultfd events -> urgent requests -> install -> wake
@@ -18,6 +18,8 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
+
+#include "monotonic.h"
 
 #define DP_PAGE 4096u
 #define DP_HIST_BUCKETS 32          /* upper bounds in ns, the last one +Inf */
@@ -156,7 +158,6 @@ int dp_poison_source_pages(struct dp_migration *m);
 int dp_claim_for_poison(struct dp_migration *m, uint64_t granule);
 int dp_poison_granule(struct dp_migration *m, uint64_t granule);
 void dp_release_poison_claim(struct dp_migration *m, uint64_t granule, int state);
-uint64_t dp_now_ns(void);
 void dp_observe(struct dp_histogram *h, uint64_t ns);
 
 /* source */

@@ -112,7 +112,7 @@ static int cap_wait_ms(struct background_loop *l)
 	struct dp_migration *m = l->m;
 	if (!m->cap_bytes_per_s)
 		return 0;
-	double elapsed = (dp_now_ns() - m->background.started_ns) / 1e9;
+	double elapsed = (monotonic_ns() - m->background.started_ns) / 1e9;
 	double ahead = l->requested_bytes - elapsed * m->cap_bytes_per_s;
 	if (ahead <= 0)
 		return 0;
@@ -126,7 +126,7 @@ static int preempted(struct dp_migration *m)
 	if (!m->preempt || __atomic_load_n(&m->background_waiters, __ATOMIC_RELAXED))
 		return 0;
 	return __atomic_load_n(&m->urgent.in_flight, __ATOMIC_RELAXED) ||
-	       dp_now_ns() - __atomic_load_n(&m->last_fault_ns, __ATOMIC_RELAXED) < PREEMPT_QUIET_NS;
+	       monotonic_ns() - __atomic_load_n(&m->last_fault_ns, __ATOMIC_RELAXED) < PREEMPT_QUIET_NS;
 }
 
 /* Claim and request jobs until the window is full. Returns 1 when nothing is left to claim. */
@@ -192,7 +192,7 @@ int dp_background_run(struct dp_migration *m, int fd)
 	can_renice(m);
 	dp_stream_open(&l.stream, fd, &m->background);
 	if (!m->background.started_ns)
-		m->background.started_ns = dp_now_ns();
+		m->background.started_ns = monotonic_ns();
 	int rc = 0;
 	while (!rc && !m->stop) {
 		int exhausted = fill_window(&l, &rc);
@@ -220,7 +220,7 @@ int dp_background_run(struct dp_migration *m, int fd)
 			rc = dp_stream_receive(m, &l.stream, installed, &l);
 	}
 	if (rc == 0 && !m->stop)
-		m->background.finished_ns = dp_now_ns();
+		m->background.finished_ns = monotonic_ns();
 	release_all(&l);
 	dp_stream_close(&l.stream);
 	return rc;

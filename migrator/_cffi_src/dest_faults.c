@@ -62,7 +62,7 @@ static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
 	int rc = dp_install(m, start, len, &m->urgent, read_backlog, ctx);
 	if (rc)
 		return rc;
-	job->t.installed_ns = dp_now_ns();
+	job->t.installed_ns = monotonic_ns();
 	if (m->fetches_logged < m->fetch_capacity) {
 		m->fetches[m->fetches_logged] = (struct dp_fetch){ job->first, job->t };
 		__atomic_store_n(&m->fetches_logged, m->fetches_logged + 1, __ATOMIC_RELEASE);
@@ -149,7 +149,7 @@ static int on_fault(struct faults_loop *l, const struct uffd_msg *msg, uint64_t 
 static int send_fresh(struct faults_loop *l)
 {
 	int rc = dp_stream_flush(&l->stream);
-	uint64_t now = dp_now_ns();
+	uint64_t now = monotonic_ns();
 	for (int i = 0; i < l->nfresh; i++)
 		l->fresh[i]->t.sent_ns = now;
 	l->nfresh = 0;
@@ -167,7 +167,7 @@ static int do_later(struct faults_loop *l, struct later *w)
 		return -settled;
 	if (settled == 0)  /* a zero page was not zero: it is being fetched now */
 		return l->nfresh < BATCH ? (l->fresh[l->nfresh++] = w->job, 0) : 0;
-	w->job->t.verified_ns = dp_now_ns();
+	w->job->t.verified_ns = monotonic_ns();
 	return installed(m, w->job, l);
 }
 
@@ -217,7 +217,7 @@ int dp_faults_run(struct dp_migration *m, int fd, int poll_ms)
 			int n = l->nbacklog;
 			memcpy(held, l->backlog, n * sizeof(held[0]));
 			l->nbacklog = 0;
-			if ((rc = on_events(l, held, n, dp_now_ns())))
+			if ((rc = on_events(l, held, n, monotonic_ns())))
 				break;
 		}
 		if (l->stream.out_len && (rc = send_fresh(l)))
@@ -239,7 +239,7 @@ int dp_faults_run(struct dp_migration *m, int fd, int poll_ms)
 				rc = DP_GUEST_GONE;
 				break;
 			}
-			if (n > 0 && (rc = on_events(l, msgs, n / sizeof(msgs[0]), dp_now_ns())))
+			if (n > 0 && (rc = on_events(l, msgs, n / sizeof(msgs[0]), monotonic_ns())))
 				break;
 			if ((rc = send_fresh(l)))
 				break;

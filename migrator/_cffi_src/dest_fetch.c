@@ -125,7 +125,7 @@ static void complete_waiters(struct dp_migration *m, uint64_t g, uint64_t now)
 /* Granules [first, end) are done (PRESENT or POISONED): wake the bookkeeping of their faults. */
 void dp_mark_done(struct dp_migration *m, uint64_t first, uint64_t end, int state)
 {
-	uint64_t now = dp_now_ns();
+	uint64_t now = monotonic_ns();
 	pthread_mutex_lock(&m->lock);
 	for (uint64_t g = first; g < end; g++) {
 		if (m->state[g] != DP_PRESENT && m->state[g] != DP_POISONED)
@@ -462,7 +462,7 @@ int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 			if (head->job->urgent && !s->reply_got) {
 				struct dp_stages *t = &head->job->t;
 				if (!t->first_byte_ns)
-					t->first_byte_ns = dp_now_ns();
+					t->first_byte_ns = monotonic_ns();
 			}
 			s->reply_got += n;
 			if (s->reply_got < sizeof(s->reply))
@@ -522,7 +522,7 @@ int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 		if (--job->pending)
 			continue;
 		if (job->urgent)
-			job->t.last_byte_ns = dp_now_ns();
+			job->t.last_byte_ns = monotonic_ns();
 		int settled = dp_job_settle(m, s, job);
 		if (settled < 0)
 			return -settled;
@@ -533,7 +533,7 @@ int dp_stream_receive(struct dp_migration *m, struct dp_stream *s,
 			continue;
 		}
 		if (job->urgent)
-			job->t.verified_ns = dp_now_ns();
+			job->t.verified_ns = monotonic_ns();
 		int rc = ready(m, job, ctx);
 		if (rc)
 			return rc;

@@ -9,14 +9,8 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
+#include "monotonic.h"
 
 /* A vCPU's touch of poisoned memory: which access, where, and how much the kernel took away. */
 struct sigbus_hit {
@@ -80,12 +74,12 @@ static uint64_t touch_loop(const uint64_t *addrs, const uint8_t *writes, const u
 	size_t found = 0;
 	for (i = 0; i < n; i++) {
 		volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)addrs[i];
-		t0 = now_ns();
+		t0 = monotonic_ns();
 		if (start_ns)
 			start_ns[i] = t0;
 		if (hits) {
 			if (sigsetjmp(touch_env, 0)) {
-				latency_ns[i] = now_ns() - t0;
+				latency_ns[i] = monotonic_ns() - t0;
 				if (found < max_hits) {
 					hits[found].index = i;
 					hits[found].address = touch_bus_addr;
@@ -102,7 +96,7 @@ static uint64_t touch_loop(const uint64_t *addrs, const uint8_t *writes, const u
 		else
 			sum += *p;
 		touch_armed = 0;
-		latency_ns[i] = now_ns() - t0;
+		latency_ns[i] = monotonic_ns() - t0;
 	}
 	if (nhits)
 		*nhits = found;

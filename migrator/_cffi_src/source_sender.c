@@ -98,10 +98,10 @@ static int check_and_send(struct src_stream *s, const struct dp_request *r)
 /* Answer one request, timing it (refusals too). */
 static int answer(struct src_stream *s, const struct dp_request *r)
 {
-	uint64_t began = dp_now_ns();
+	uint64_t began = monotonic_ns();
 	int rc = check_and_send(s, r);
 	if (rc == 0)
-		dp_observe(&s->latency, dp_now_ns() - began);
+		dp_observe(&s->latency, monotonic_ns() - began);
 	return rc;
 }
 
@@ -128,7 +128,7 @@ int src_serve(struct src_stream *s)
 		memmove(buf, buf + done, have - done);
 		have -= done;
 		if (have && !partial_since)
-			partial_since = dp_now_ns();
+			partial_since = monotonic_ns();
 		if (!have)
 			partial_since = 0;
 
@@ -139,7 +139,7 @@ int src_serve(struct src_stream *s)
 		if (r < 0 && errno != EINTR)
 			return -errno;
 		if (r <= 0) {
-			if (partial_since && dp_now_ns() - partial_since > (uint64_t)s->stall_ms * 1000000ull)
+			if (partial_since && monotonic_ns() - partial_since > (uint64_t)s->stall_ms * 1000000ull)
 				return -ETIMEDOUT;
 			continue;
 		}
