@@ -3,6 +3,7 @@
  * migration completes. One thread, its own stream, so an urgent request never waits
  * behind background bytes on the wire.
  *
+ *   first, every granule of zero pages: checked and mapped, nothing travels
  *   claim the next run of absent granules after the most recent fault (wrapping)
  *   -> map its alias pages, request its data pages; keep `window` such jobs in flight, and
  *      stay under the bandwidth cap (QEMU's max-postcopy-bandwidth) when one is set
@@ -129,6 +130,40 @@ static int preempted(struct dp_migration *m)
 	       monotonic_ns() - __atomic_load_n(&m->last_fault_ns, __ATOMIC_RELAXED) < PREEMPT_QUIET_NS;
 }
 
+/*
+ * Start a job on the claimed granules [first, end): request its data pages or, when it has
+ * none (zero pages never travel), check it and install it now.
+ */
+static int start_job(struct background_loop *l, uint64_t first, uint64_t end)
+{
+	struct dp_migration *m = l->m;
+	struct dp_job *job = dp_job_new(first, end, 0);
+	if (!job)
+		return dp_fail(m, DP_FAILED, "out of memory");
+	job->next = l->jobs;
+	l->jobs = job;
+	l->in_flight++;
+	dp_prepare(m, job);
+	int n = dp_job_request(m, &l->stream, job);
+	if (n < 0)
+		return dp_fail(m, DP_FAILED, "out of memory");
+	if (n > 0)
+		return 0;
+	int settled = dp_job_settle(m, &l->stream, job);
+	if (settled < 0)
+		return -settled;
+	return settled ? installed(m, job, l) : 0;  /* 0: a page was not zero, now requested */
+}
+
+/* What the granules [first, end) put on the wire: their data pages (the cap is on the link). */
+static uint64_t data_bytes(const struct dp_migration *m, uint64_t first, uint64_t end)
+{
+	uint64_t per = m->granularity / DP_PAGE, n = 0;
+	for (const uint8_t *k = m->kinds + first * per, *e = m->kinds + end * per; k < e; k++)
+		n += *k == DP_DATA;
+	return n * DP_PAGE;
+}
+
 /* Claim and request jobs until the window is full. Returns 1 when nothing is left to claim. */
 static int fill_window(struct background_loop *l, int *rc)
 {
@@ -138,30 +173,59 @@ static int fill_window(struct background_loop *l, int *rc)
 		uint64_t first, end;
 		if (!claim_run(m, per_job, &first, &end))
 			return 1;
-		struct dp_job *job = dp_job_new(first, end, 0);
-		if (!job) {
-			*rc = dp_fail(m, DP_FAILED, "out of memory");
+		l->requested_bytes += data_bytes(m, first, end);
+		if ((*rc = start_job(l, first, end)))
 			return 0;
-		}
-		job->next = l->jobs;
-		l->jobs = job;
-		l->in_flight++;
-		l->requested_bytes += (end - first) * m->granularity;
-		dp_prepare(m, job);
-		int n = dp_job_request(m, &l->stream, job);
-		if (n < 0) {
-			*rc = dp_fail(m, DP_FAILED, "out of memory");
-			return 0;
-		}
-		if (n == 0) {  /* all zero pages: nothing travels, but they are checked */
-			int settled = dp_job_settle(m, &l->stream, job);
-			if (settled < 0 || (settled == 1 && (*rc = installed(m, job, l)))) {
-				*rc = settled < 0 ? -settled : *rc;
-				return 0;
-			}
-		}
 	}
 	return 0;
+}
+
+static int all_zero(const struct dp_migration *m, uint64_t g)
+{
+	uint64_t per = m->granularity / DP_PAGE;
+	for (const uint8_t *k = m->kinds + g * per, *e = k + per; k < e; k++)
+		if (*k != DP_ZERO)
+			return 0;
+	return 1;
+}
+
+/* Claim the next run of absent all-zero granules from *next on. 0: none left. */
+static int claim_zero_run(struct dp_migration *m, uint64_t *next, uint64_t max, uint64_t *first,
+			  uint64_t *end)
+{
+	for (uint64_t g = *next; g < m->granules; g++) {
+		if (!all_zero(m, g))
+			continue;
+		pthread_mutex_lock(&m->lock);
+		uint64_t e = g;
+		while (e < m->granules && e - g < max && m->state[e] == DP_ABSENT && all_zero(m, e))
+			e++;
+		memset(m->state + g, DP_BACKGROUND, e - g);
+		pthread_mutex_unlock(&m->lock);
+		if (e > g) {
+			*first = g;
+			*next = *end = e;
+			return 1;
+		}
+	}
+	*next = m->granules;
+	return 0;
+}
+
+/*
+ * Before any data: every granule of zero pages. They cost a check and a CONTINUE, no bytes on
+ * the wire and no reply to wait for, so they are mapped before a vCPU can fault on one (QEMU
+ * likewise sends a zero page as a flag, never its bytes). No preemption here: nothing travels.
+ */
+static int install_zero_granules(struct background_loop *l)
+{
+	struct dp_migration *m = l->m;
+	uint64_t per_job = m->chunk_bytes / m->granularity ? m->chunk_bytes / m->granularity : 1;
+	uint64_t next = 0, first, end;
+	int rc = 0;
+	while (!rc && !m->stop && claim_zero_run(m, &next, per_job, &first, &end))
+		rc = start_job(l, first, end);
+	return rc;
 }
 
 /* Back to background_nice once no vCPU waits on us (the fault loop boosts us when one does). */
@@ -193,7 +257,7 @@ int dp_background_run(struct dp_migration *m, int fd)
 	dp_stream_open(&l.stream, fd, &m->background);
 	if (!m->background.started_ns)
 		m->background.started_ns = monotonic_ns();
-	int rc = 0;
+	int rc = install_zero_granules(&l);
 	while (!rc && !m->stop) {
 		int exhausted = fill_window(&l, &rc);
 		if (rc)

@@ -84,7 +84,7 @@ def add_background_policy(p: argparse.ArgumentParser) -> None:
                    help="start it this long after a guest connects (benchmarks use it to "
                         "measure faults alone)")
     g.add_argument("--background-cap", type=size, default=0, metavar="BYTES",
-                   help="at most this many bytes per second, e.g. 500MiB (QEMU's "
+                   help="at most this many bytes per second on the wire, e.g. 500MiB (QEMU's "
                         "max-postcopy-bandwidth; default 0: no cap)")
     g.add_argument("--background-window", type=count, default=BackgroundPolicy.window,
                    metavar="N", help=f"chunks in flight (default {BackgroundPolicy.window})")
