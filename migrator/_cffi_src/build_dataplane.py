@@ -40,7 +40,6 @@ struct dp_migration {
     const uint64_t *digests;
     const uint8_t *kinds;
     uint64_t max_request;
-    int memfd;
     uint8_t *state;
     uint64_t present, cursor;
     struct dp_fault *faults;

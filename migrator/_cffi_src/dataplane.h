@@ -96,8 +96,6 @@ struct dp_migration {
 	/* set up by Python before any loop runs */
 	int uffd;
 	uint8_t *alias;             /* the memfd mapped a second time, never registered */
-	int memfd;                  /* the guest's memory file (the alias maps it from offset 0) */
-	uint64_t *unused;           /* bit per page: unused in the memfd when the migration began */
 	uint64_t guest_base;        /* the guest's view of the same memfd, registered MINOR */
 	uint64_t size, granularity, granules, pages;
 	const uint64_t *digests;    /* XXH3-64 of each 4 KiB page, from the manifest */

@@ -143,14 +143,12 @@ static int start_job(struct background_loop *l, uint64_t first, uint64_t end)
 	job->next = l->jobs;
 	l->jobs = job;
 	l->in_flight++;
+	dp_prepare(m, job);
 	int n = dp_job_request(m, &l->stream, job);
 	if (n < 0)
 		return dp_fail(m, DP_FAILED, "out of memory");
-	if (n > 0) {
-		dp_prepare(m, job);  /* before a reply lands; not for zero pages alone (see
-				      * dest_fetch.c's note_unused) */
+	if (n > 0)
 		return 0;
-	}
 	int settled = dp_job_settle(m, &l->stream, job);
 	if (settled < 0)
 		return -settled;

@@ -51,34 +51,6 @@ int dp_fail(struct dp_migration *m, int code, const char *fmt, ...)
 
 /* ---- the granule table ------------------------------------------------------------------ */
 
-/*
- * Which pages of the guest's memory file nothing has used yet. On shmem, a page allocated by
- * fallocate and never written or read is a hole to SEEK_DATA: it reads as zeros, and
- * UFFDIO_CONTINUE clears it as it maps it. From here on only the loops write to the file, and
- * only what the manifest says a page holds, so a zero page unused now is proved zero without
- * reading it (nor mapping it in the alias). hugetlbfs answers "all data": there, and for any
- * page the guest used, the bytes are checked against the digest.
- */
-static int note_unused(struct dp_migration *m)
-{
-	m->unused = calloc((m->pages + 63) / 64, sizeof(uint64_t));
-	if (!m->unused)
-		return -ENOMEM;
-	off_t size = (off_t)(m->pages * DP_PAGE), hole = 0;
-	while (hole < size) {
-		off_t data = lseek(m->memfd, hole, SEEK_DATA);
-		if (data < 0 && errno != ENXIO)
-			break;  /* no answer: every page is checked */
-		if (data < 0 || data > size)
-			data = size;
-		for (uint64_t p = (hole + DP_PAGE - 1) / DP_PAGE; p < (uint64_t)data / DP_PAGE; p++)
-			m->unused[p / 64] |= 1ull << (p % 64);
-		if (data == size || (hole = lseek(m->memfd, data, SEEK_HOLE)) < 0)
-			break;
-	}
-	return 0;
-}
-
 int dp_init(struct dp_migration *m)
 {
 	if (pthread_mutex_init(&m->lock, NULL))
@@ -90,7 +62,7 @@ int dp_init(struct dp_migration *m)
 	m->faults = calloc(m->fault_capacity, sizeof(struct dp_fault));
 	if (!m->state || !m->waiting || !m->fetches || !m->faults)
 		return -ENOMEM;
-	return note_unused(m);
+	return 0;
 }
 
 void dp_free(struct dp_migration *m)
@@ -104,8 +76,6 @@ void dp_free(struct dp_migration *m)
 	free(m->waiting);
 	free(m->fetches);
 	free(m->faults);
-	free(m->unused);
-	m->unused = NULL;
 	m->state = NULL;
 	m->waiting = NULL;
 	m->fetches = NULL;
@@ -390,19 +360,13 @@ static void note_bad(struct dp_job *job, uint64_t page)
 	job->bad[job->nbad++] = page;
 }
 
-static int unused(const struct dp_migration *m, uint64_t page)
-{
-	return m->unused[page / 64] >> (page % 64) & 1;
-}
-
-/* Verify pages [first, last) that are of the given kind (-1: any but poisoned), except zero
- * pages proved zero (note_unused). */
+/* Verify pages [first, last) that are of the given kind (-1: any but poisoned). */
 static void verify(struct dp_migration *m, struct dp_job *job, uint64_t first, uint64_t last,
 		   int kind)
 {
 	for (uint64_t p = first; p < last; p++) {
 		int k = m->kinds[p];
-		if (k == DP_POISON || (kind >= 0 && k != kind) || (k == DP_ZERO && unused(m, p)))
+		if (k == DP_POISON || (kind >= 0 && k != kind))
 			continue;
 		if (XXH3_64bits(m->alias + p * DP_PAGE, DP_PAGE) != m->digests[p])
 			note_bad(job, p);

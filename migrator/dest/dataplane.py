@@ -49,7 +49,6 @@ class DataPlane:
         self._digests = ffi.from_buffer("uint64_t[]", manifest.digests)
         self._kinds = ffi.from_buffer("uint8_t[]", manifest.kinds)
         m.uffd, m.alias, m.guest_base = uffd_fd, ffi.cast("uint8_t *", alias.address), guest_base
-        m.memfd = alias.fd
         m.size, m.granularity = manifest.size, granularity
         m.granules, m.pages = manifest.size // granularity, manifest.pages
         m.digests, m.kinds, m.max_request = self._digests, self._kinds, MAX_REQUEST_LENGTH

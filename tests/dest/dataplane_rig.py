@@ -102,7 +102,6 @@ class Rig:
     pages: int
     policy: BackgroundPolicy = field(default_factory=BackgroundPolicy)
     seed: int = 1
-    dirty: tuple[int, ...] = ()  # pages the guest wrote before handing its memory over
 
     def __post_init__(self) -> None:
         self.size = self.pages * PAGE_SIZE
@@ -111,8 +110,6 @@ class Rig:
                                  digests(self.image), kinds)
         self.fd = memfd("dataplane-test", self.size)
         fallocate(self.fd, 0, self.size)  # MINOR faults fire only for pages in the page cache
-        for page in self.dirty:
-            os.pwrite(self.fd, b"dirty", page * PAGE_SIZE)
         self.guest = Mapping.shared(self.fd, self.size)
         self.alias = Mapping.shared(self.fd, self.size)
         self.uffd = Userfaultfd()

@@ -28,8 +28,8 @@ PAGES = 256  # 1 MiB of guest memory: 192 data pages, 64 zero pages
 def rig():
     made: list[Rig] = []
 
-    def make(pages: int = PAGES, dirty: tuple[int, ...] = (), **policy) -> Rig:
-        r = Rig(pages, BackgroundPolicy(**policy), dirty=dirty)
+    def make(pages: int = PAGES, **policy) -> Rig:
+        r = Rig(pages, BackgroundPolicy(**policy))
         made.append(r)
         return r
 
@@ -236,9 +236,9 @@ def test_the_bandwidth_cap_holds_the_background_pull_to_its_rate(rig):
 
 
 def test_a_zero_page_that_is_not_zero_in_the_guests_memory_is_fetched_and_installed_right(rig):
-    zero = 3  # the image's zero pages are every 4th
-    r = rig(dirty=(zero,))  # the guest's memfd was not fresh
-    assert r.manifest.kinds[zero] == 1
+    r = rig()
+    zero = next(p for p in range(r.pages) if r.manifest.kinds[p] == 1)
+    r.alias.view[zero * PAGE_SIZE:zero * PAGE_SIZE + 5] = b"dirty"  # the guest's memfd was not fresh
     source, _ = r.loop_against("faults")
     r.touch_pages([zero]).join(timeout=10)
     assert source.requests == [(zero * PAGE_SIZE, PAGE_SIZE)]  # nothing, then the refetch
@@ -274,8 +274,9 @@ def test_each_urgent_fetch_is_stamped_in_order_from_the_vcpus_access_to_its_resu
 
 
 def test_a_dirty_zero_page_whose_refetch_is_cut_is_checked_again_on_the_new_link(rig):
-    zero = 3
-    r = rig(dirty=(zero,))
+    r = rig()
+    zero = next(p for p in range(r.pages) if r.manifest.kinds[p] == 1)
+    r.alias.view[zero * PAGE_SIZE:zero * PAGE_SIZE + 5] = b"dirty"
     _, loop = r.loop_against("faults", cut_after_bytes=0)  # the refetch's reply never comes
     vcpu = r.touch_pages([zero])
     loop.join(timeout=10)
