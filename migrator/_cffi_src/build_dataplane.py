@@ -53,6 +53,7 @@ struct dp_migration {
     uint64_t cap_bytes_per_s;
     int background_nice;
     int preempt;
+    uint32_t vcpus, cpus;
     uint64_t background_waiters;
     int stop;
     uint64_t mismatched_pages, first_mismatch;

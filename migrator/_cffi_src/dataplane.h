@@ -123,6 +123,8 @@ struct dp_migration {
 	uint32_t window;            /* background jobs in flight */
 	uint64_t cap_bytes_per_s;   /* 0: no cap */
 	int preempt;                /* urgent faults preempt the pull: see dest_background.c */
+	uint32_t vcpus;             /* the guest's vCPUs (0: not known yet) */
+	uint32_t cpus;              /* the CPUs this process may run on */
 	uint64_t last_fault_ns;     /* when the fault loop last read a fault */
 	int background_nice;        /* the background loop's nice while no fault waits on it;
 	                               -100: leave the thread as it is */

@@ -10,7 +10,8 @@
  *   -> with `preempt`, request nothing new while a fault's fetch is in flight or a fault came
  *      in the last PREEMPT_QUIET_NS (QEMU's postcopy-preempt, in time rather than channels): on
  *      a small host the bulk stream's CPU time, socket buffers and softirq work are what an
- *      urgent reply would wait behind. Not while a vCPU waits on the pull itself.
+ *      urgent reply would wait behind. Not while a vCPU waits on the pull itself, and not
+ *      while the guest has fewer vCPUs than the host has CPUs (one is left for the pull).
  *   -> receive each into the alias view, verify every page, UFFDIO_CONTINUE the run,
  *      mark it present (faults that waited on it are resolved by that CONTINUE)
  *
@@ -121,10 +122,17 @@ static int cap_wait_ms(struct background_loop *l)
 	return ms < IDLE_POLL_MS ? ms : IDLE_POLL_MS;
 }
 
-/* Faults are being served urgently, and none waits on us: stand back. */
+/*
+ * Faults are being served urgently, none waits on us, and the vCPUs can fill the CPUs: stand
+ * back. With a CPU to spare the pull costs a fault nothing and keeps stepping on: on a VM it
+ * even spares the fault's wake-ups the CPU's return from idle (the hypervisor's halt).
+ */
 static int preempted(struct dp_migration *m)
 {
 	if (!m->preempt || __atomic_load_n(&m->background_waiters, __ATOMIC_RELAXED))
+		return 0;
+	uint32_t vcpus = __atomic_load_n(&m->vcpus, __ATOMIC_RELAXED);
+	if (vcpus && vcpus < m->cpus)
 		return 0;
 	return __atomic_load_n(&m->urgent.in_flight, __ATOMIC_RELAXED) ||
 	       monotonic_ns() - __atomic_load_n(&m->last_fault_ns, __ATOMIC_RELAXED) < PREEMPT_QUIET_NS;

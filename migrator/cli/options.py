@@ -92,9 +92,10 @@ def add_background_policy(p: argparse.ArgumentParser) -> None:
                    metavar="BYTES", help="claimed, fetched and installed together (default "
                    f"{BackgroundPolicy.chunk_bytes >> 20}MiB; at least one granule)")
     g.add_argument("--no-background-preempt", dest="background_preempt", action="store_false",
-                   help="keep pulling while faults are being served (default: request nothing "
-                        "new while a fault's fetch is in flight or a fault came in the last "
-                        "0.5 ms, unless a vCPU waits on the pull itself)")
+                   help="keep pulling while faults are being served (default: when the guest's "
+                        "vCPUs can fill the host's CPUs, request nothing new while a fault's "
+                        "fetch is in flight or a fault came in the last 0.5 ms, unless a vCPU "
+                        "waits on the pull itself)")
 
 
 def background_policy(args: argparse.Namespace):

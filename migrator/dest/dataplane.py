@@ -7,6 +7,7 @@ released until it stops; everything else here reads what those loops wrote.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from cffi_uffd import Mapping
@@ -56,6 +57,7 @@ class DataPlane:
         m.chunk_bytes, m.window = policy.chunk_bytes, max(1, policy.window)
         m.cap_bytes_per_s = policy.cap_bytes_per_s
         m.preempt = int(policy.preempt)
+        m.cpus = len(os.sched_getaffinity(0))
         metrics.set_bounds(m.fault_latency)
         self.niced = policy.nice and may_reprioritize()
         m.background_nice = BACKGROUND_NICE if self.niced else NOT_NICED
@@ -80,6 +82,17 @@ class DataPlane:
 
     def run_background(self, fd: int) -> int:
         return lib.dp_background_run(self._m, fd)
+
+    def set_vcpus(self, vcpus: int) -> None:
+        """The guest's vCPU count: the background loop stands back for faults only when they
+        can fill this host's CPUs (see dest_background.c)."""
+        self._m.vcpus = vcpus
+
+    @property
+    def stands_back(self) -> bool:
+        """Whether the background loop stands back while faults are served."""
+        m = self._m
+        return bool(m.preempt) and not (m.vcpus and m.vcpus < m.cpus)
 
     def stop(self) -> None:
         self._m.stop = 1

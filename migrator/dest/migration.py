@@ -293,6 +293,7 @@ class Migration:
             "background_bytes_per_second": t.background_throughput(),
             "background_policy": asdict(self.policy),
             "background_niced": self.plane.niced,
+            "background_stands_back": self.plane.stands_back,
             "pages_urgent": urgent.pages,
             "pages_background": background.pages,
             "pages_total": self.manifest.pages,

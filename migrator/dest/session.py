@@ -117,6 +117,7 @@ class GuestSession:
         if not isinstance(tids, list) or not all(isinstance(t, int) for t in tids):
             raise ProtocolError("'thread_ids' must be a list of integers")
         self.migration.telemetry.vcpu_tids.update(tids)
+        self.migration.plane.set_vcpus(len(self.migration.telemetry.vcpu_tids))
         for vcpu in range(len(tids)):  # at zero now, so rate() sees the stalls when they come
             metrics.VCPU_BLOCKTIME.labels(self.migration.backing.mode, str(vcpu))
 

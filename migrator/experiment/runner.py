@@ -173,7 +173,7 @@ def _result(m: dict, guest: dict) -> dict:
             "pages_urgent", "pages_background", "zero_pages", "verified_pages",
             "mismatched_pages", "refetched_pages", "eexist", "eagain", "duration_seconds",
             "phase", "error", "faults_waited_on_background", "background_bytes_per_second",
-            "background_policy", "background_niced", "fault_stages")
+            "background_policy", "background_niced", "background_stands_back", "fault_stages")
     out = {k: m.get(k) for k in keys}
     out["vcpu_stall_seconds"] = guest["vcpu_stall_seconds"]
     out["per_vcpu"] = guest["per_vcpu"]

@@ -6,6 +6,7 @@ the real C sender or a scripted source, with vCPU threads running the guest's C 
 
 from __future__ import annotations
 
+import os
 import time
 from array import array
 
@@ -133,6 +134,25 @@ def test_the_background_maps_every_zero_page_before_it_requests_any_data(rig):
     vcpu.join(timeout=10)
     assert not vcpu.is_alive()
     held.release.set()
+    _wait(lambda: r.plane.complete, what="completion")
+    assert bytes(r.guest.view) == r.image
+
+
+@pytest.mark.parametrize("vcpus", [1, 64])
+def test_the_background_stands_back_for_a_fault_only_when_the_vcpus_can_fill_the_cpus(rig, vcpus):
+    r = rig(chunk_bytes=16 * PAGE_SIZE)
+    r.plane.set_vcpus(vcpus)
+    assert r.plane.stands_back == (vcpus >= len(os.sched_getaffinity(0)))
+    page = _data_page(r, 100)
+    held, _ = r.loop_against("faults", hold=page)
+    vcpu = r.touch_pages([page])
+    assert held.held.wait(10)  # a fault's fetch is in flight, and stays so
+    r.loop_against_real_source("background")
+    time.sleep(0.3)
+    requested = r.plane.counters("background").requests
+    assert (requested == 0) == r.plane.stands_back
+    held.release.set()
+    vcpu.join(timeout=10)
     _wait(lambda: r.plane.complete, what="completion")
     assert bytes(r.guest.view) == r.image
 
