@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from .podman import Run, env, require
 
 SUITE = "bookworm"
+# What `podman import` sets: a rootfs tarball carries no environment, and without PATH nothing
+# in the container finds a program by name.
+CHANGES = ("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           'CMD ["/bin/bash"]')
 MIRROR = "http://deb.debian.org/debian"
 
 
@@ -23,7 +27,7 @@ class Base:
 
     @property
     def ref(self) -> str:
-        recipe = "\n".join([SUITE, "minbase", MIRROR, *sorted(self.packages)])
+        recipe = "\n".join([SUITE, "minbase", MIRROR, *sorted(self.packages), *CHANGES])
         return f"localhost/{self.name}:{SUITE}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
@@ -44,5 +48,6 @@ def ensure(podman: Run, base: Base, timeout: float = 900) -> tuple[str, bool]:
         if out.returncode:
             raise RuntimeError(f"mmdebstrap for {base.ref} failed ({out.returncode}); it needs "
                                f"Debian's mirror {MIRROR}: {out.stderr.strip()[-1500:]}")
-        podman("import", "--change", 'CMD ["/bin/bash"]', tar, base.ref, timeout=timeout)
+        changes = [a for c in CHANGES for a in ("--change", c)]
+        podman("import", *changes, tar, base.ref, timeout=timeout)
     return base.ref, True

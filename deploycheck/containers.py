@@ -81,8 +81,14 @@ def run_prometheus(podman: Run, image: str, work: Path, token: Path, source: str
 def migrate(podman: Run, image: str, prometheus_image: str, workload: Workload) -> dict:
     """Run the whole loop once; the guest's report, the containers' confinement, and what
     Prometheus scraped. Raises when a step fails, naming it."""
-    work = Path(tempfile.mkdtemp(prefix=f"migrator-containers-{podman.id}-"))
-    work.chmod(0o755)
+    with tempfile.TemporaryDirectory(prefix=f"migrator-containers-{podman.id}-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)
+        return _migrate(podman, image, prometheus_image, workload, work)
+
+
+def _migrate(podman: Run, image: str, prometheus_image: str, workload: Workload,
+             work: Path) -> dict:
     token = work / "token"
     token.write_text(f"deploy-check-{podman.id}\n")
     token.chmod(0o444)  # read by uid 10001 (source), 0 (dest) and nobody (Prometheus)
@@ -129,9 +135,14 @@ def migrate(podman: Run, image: str, prometheus_image: str, workload: Workload) 
     confined = {name: confinement.of(podman, c) for name, c in
                 (("source", source), ("dest", dest), ("prometheus", prometheus),
                  ("guest", guest_name))}
+    excess = [p for name, c in confined.items()
+              for p in confinement.problems(c, ("/dev/userfaultfd",) if name == "guest" else ())]
+    if excess:
+        raise RuntimeError("containers hold more privilege than deploy/README.md grants: "
+                           + "; ".join(excess))
     verified = probe.wait(
         "Prometheus scraping the destination's verified pages",
-        lambda: probe.scraped(prometheus_url, "sum(migrator_verified_pages_total)"), 30,
+        lambda: probe.scraped(prometheus_url, "sum(migrator_verified_pages_total)").get(""), 30,
         _gone(podman, prometheus))
     return {"report": report, "guest_exit": done.returncode, "confinement": confined,
-            "scraped_verified_pages": verified, "work": str(work)}
+            "scraped_verified_pages": verified}

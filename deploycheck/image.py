@@ -34,6 +34,7 @@ def build(podman: Run, containerfile: Path, context: Path, base: str, ref: str) 
 
 def compilers_in(podman: Run, ref: str) -> list[str]:
     """Compilers on the image's PATH (there must be none)."""
-    script = " ".join(f"command -v {c};" for c in COMPILERS) + " true"
+    script = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/migrator/bin; "
+              + " ".join(f"command -v {c};" for c in COMPILERS) + " true")
     out = podman("run", "--rm", "--network=none", "--entrypoint", "/bin/sh", ref, "-c", script)
     return out.stdout.split()

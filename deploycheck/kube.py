@@ -18,12 +18,16 @@ SOURCE_HOST = "migrator-source.migrator.svc"
 # What the single-node variant changes, and why: kept in step with deploy/README.md.
 DIFFERENCES = {
     "namespace": "Namespace, Services and ServiceMonitors are not played: podman has no "
-                 "namespaces, cluster DNS or Prometheus Operator; the destination pod maps "
-                 f"{SOURCE_HOST} to 127.0.0.1 with hostAliases instead of the Service",
+                 "namespaces, cluster DNS or Prometheus Operator; the destination pod mounts an "
+                 f"/etc/hosts naming {SOURCE_HOST} 127.0.0.1 (hostPath; pods are played with "
+                 "--no-hosts) in place of the Service, since podman 4.3 ignores hostAliases on "
+                 "the host network",
     "daemonset": "the destination DaemonSet and the guest Job become Pods (podman 4.3 plays "
                  "only Pod and Deployment)",
     "network": "every pod uses hostNetwork and listens on 127.0.0.1 on free ports (pods have "
-               "no pod network on this host, and two runs must not collide), not 0.0.0.0:8470/8471",
+               "no pod network on this host, and two runs must not collide), not "
+               "0.0.0.0:8470/8471; containerPort entries are dropped (podman 4.3 refuses port "
+               "mappings on the host network)",
     "secrets": "the Secrets migrator-token and migrator-tls are hostPath directories holding the "
                "same keys with the same modes (podman 4.3 mounts no Secret volume)",
     "socket": "the guest socket's hostPath is a directory of this run, not /run/migrator",
@@ -45,6 +49,7 @@ class Place:
     dest_port: int
     secrets: dict[str, Path]  # "source/migrator-token" -> the directory standing in for it
     socket_dir: Path
+    hosts_file: Path  # /etc/hosts of the destination pod: the source Service's name
     memory: str = "1GiB"
     hugepages: str = "1Gi"
     hugepage_size: str = "1G"
@@ -89,6 +94,7 @@ def _localize(spec: dict, place: Place) -> None:
         elif volume.get("hostPath", {}).get("path") == "/run/migrator":
             volume["hostPath"]["path"] = str(place.socket_dir)
     for c in spec["containers"]:
+        c.pop("ports", None)  # with hostNetwork podman 4.3 refuses port mappings
         c["image"] = place.image
         c["imagePullPolicy"] = "Never"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -126,22 +132,25 @@ def variant(place: Place) -> tuple[list[dict], list[dict]]:
         else:
             raise ValueError(f"deploy/k8s: no single-node counterpart for kind {kind} ({name}): "
                              f"add one to deploycheck/kube.py and to deploy/README.md")
-        if place.label:
+        if place.label:  # podman labels a Deployment's pods with its template's labels
             key, _, value = place.label.partition("=")
-            out["metadata"].setdefault("labels", {})[key] = value
+            for meta in (out["metadata"], out["spec"].get("template", {}).get("metadata")):
+                if meta is not None:
+                    meta.setdefault("labels", {})[key] = value
         _localize(spec, place)
         container = spec["containers"][0]
         args = container["args"]
         if args[0] == "source":
             args = _arg(args, "--listen", f"127.0.0.1:{place.source_port}")
             args = _arg(args, "--memory", place.memory)
-            container["ports"][0]["containerPort"] = place.source_port
         elif args[0] == "dest":
             args = _arg(args, "--listen", f"127.0.0.1:{place.dest_port}")
             args = _arg(args, "--source", source_url)
             args = _arg(args, "--hugepage-size", place.hugepage_size)
-            container["ports"][0]["containerPort"] = place.dest_port
-            spec["hostAliases"] = [{"ip": "127.0.0.1", "hostnames": [SOURCE_HOST]}]
+            spec["volumes"].append({"name": "hosts", "hostPath": {"path": str(place.hosts_file),
+                                                                  "type": "File"}})
+            container["volumeMounts"].append({"name": "hosts", "mountPath": "/etc/hosts",
+                                              "readOnly": True})
         if args[0] in ("dest", "guest"):
             _hugepages(container["resources"], place, guest=args[0] == "guest")
         container["args"] = args

@@ -60,7 +60,8 @@ class Run:
         return out
 
     def inspect(self, what: str, ident: str) -> dict:
-        return json.loads(self(what, "inspect", ident).stdout)[0]
+        out = json.loads(self(what, "inspect", ident).stdout)
+        return out[0] if isinstance(out, list) else out  # `pod inspect` gives one object
 
     def image_exists(self, ref: str) -> bool:
         return self("image", "exists", ref, check=False).returncode == 0

@@ -43,7 +43,10 @@ def _secret_dirs(work: Path, docs: list[dict], values: dict[str, bytes]) -> dict
     fsGroup as group, as kubelet lays out a Secret volume."""
     out = {}
     for doc in docs:
-        spec = doc["spec"]["template"]["spec"] if "template" in doc.get("spec", {}) else doc["spec"]
+        template = doc.get("spec", {}).get("template")
+        if not template:
+            continue
+        spec = template["spec"]
         role = spec["containers"][0]["args"][0]
         group = spec.get("securityContext", {}).get("fsGroup", 0)
         for volume in spec.get("volumes", []):
@@ -69,7 +72,7 @@ def _https_healthy(port: int, ca: Path) -> bool:
 
 def _play(podman: Run, path: Path) -> list[str]:
     """Pod ids `podman kube play` made from path."""
-    out = podman("kube", "play", "--network=host", str(path), timeout=300).stdout
+    out = podman("kube", "play", "--no-hosts", str(path), timeout=300).stdout
     return re.findall(r"Pod:\n([0-9a-f]{64})", out)
 
 
@@ -87,16 +90,25 @@ def _exited(podman: Run, container: str) -> int | None:
 def migrate(podman: Run, image: str, memory: str = "1GiB", hugepage_size: str = "1G") -> dict:
     """Play the daemons, then the guest; the guest's verified pages and every played
     container's confinement."""
-    work = Path(tempfile.mkdtemp(prefix=f"migrator-pods-{podman.id}-"))
-    work.chmod(0o755)
+    with tempfile.TemporaryDirectory(prefix=f"migrator-pods-{podman.id}-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)
+        return _migrate(podman, image, memory, hugepage_size, work)
+
+
+def _migrate(podman: Run, image: str, memory: str, hugepage_size: str, work: Path) -> dict:
     tls = work / "tls"
     tls.mkdir()
     values = {"token": f"deploy-check-{podman.id}\n".encode(), **make_tls(tls)}
     socket_dir = work / "run"
     socket_dir.mkdir(mode=0o755)
+    hosts = work / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n127.0.0.1 {kube.SOURCE_HOST}\n")
+    hosts.chmod(0o644)
     docs = kube.manifests()
     place = kube.Place(image=image, source_port=probe.free_port(), dest_port=probe.free_port(),
                        secrets=_secret_dirs(work, docs, values), socket_dir=socket_dir,
+                       hosts_file=hosts,
                        memory=memory, hugepages=memory.replace("iB", "i"),
                        hugepage_size=hugepage_size, label=podman.label)
     daemons, guest = kube.variant(place)
@@ -126,4 +138,4 @@ def migrate(podman: Run, image: str, memory: str = "1GiB", hugepage_size: str = 
         raise RuntimeError(f"the guest pod exited {status} without a verified migration:\n"
                            f"{text[-3000:]}\n{gone() or ''}")
     return {"verified_pages": int(done.group(1)), "log": text, "confinement": confined,
-            "pods": pods + [guest_pod], "work": str(work), "place": place}
+            "pods": pods + [guest_pod], "place": place}
