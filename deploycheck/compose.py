@@ -1,24 +1,26 @@
 """deploy/compose.yaml run by podman-compose, in a network namespace of its own: the services
 reach each other on its loopback under their compose names (extra_hosts), since this host gives
-containers no bridge network. An override file, written per run, says what differs from the
+containers no bridge network. deploy/podman/compose.netns.yaml says what differs from the
 compose file (OVERRIDES, listed in deploy/README.md too)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from . import probe
 from .podman import REPO, Run, env
 
 COMPOSE = REPO / "deploy" / "compose.yaml"
-SERVICES = ("source", "dest", "prometheus")  # and guest, run once those are up
+NETNS_OVERRIDE = REPO / "deploy" / "podman" / "compose.netns.yaml"
+# compose.yaml's own settings, smaller than its defaults so that a run stays short.
+WORKLOAD = {"MIGRATOR_MEMORY": "128MiB", "MIGRATOR_ACCESSES": "2000"}
+_DONE = re.compile(r"migration complete: verified (\d+) pages, 0 mismatched")
 
 OVERRIDES = {
     "network": "every service joins one network namespace made for the run (network_mode "
@@ -56,62 +58,56 @@ class Netns:
         return out.stdout if out.returncode == 0 else None
 
 
-def override(netns: Netns, migrator_image: str, prometheus_image: str, token: Path) -> dict:
-    hosts = [f"{name}:127.0.0.1" for name in ("source", "dest", "guest", "prometheus")]
-    images = {"source": migrator_image, "dest": migrator_image, "guest": migrator_image,
-              "prometheus": prometheus_image}
-    return {
-        "services": {name: {"image": image, "network_mode": f"ns:{netns.path}",
-                            "extra_hosts": hosts, "ports": []}
-                     for name, image in images.items()},
-        "secrets": {"migrator_token": {"file": str(token)}},
-    }
-
-
-def _compose(project: str, files: list[Path], *args: str, timeout: float = 600,
-             check: bool = True) -> subprocess.CompletedProcess:
+def _compose(project: str, files: list[Path], settings: dict[str, str], *args: str,
+             timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
     tool = shutil.which("podman-compose") or str(Path(sys.executable).with_name("podman-compose"))
     cmd = [tool, "--in-pod=false", "-p", project, *(a for f in files for a in ("-f", str(f))),
            *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout)
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**env(), **settings},
+                         timeout=timeout)
     if check and out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): "
                            f"{(out.stderr + out.stdout).strip()[-3000:]}")
     return out
 
 
-def _reset_ports(path: Path) -> None:
-    """`ports: !reset []`: the compose spec's way for an override to drop a list."""
-    path.write_text(path.read_text().replace("ports: []", "ports: !reset []"))
+def _remove_leftovers(podman: Run, project: str) -> None:
+    """What `down -v` left of the project (a container that failed to start, its volumes)."""
+    where = ["--filter", f"label=io.podman.compose.project={project}"]
+    containers = podman("ps", "-a", "-q", *where).stdout.split()
+    if containers:
+        podman("rm", "-f", *containers, check=False)
+    volumes = podman("volume", "ls", "-q", *where).stdout.split()
+    if volumes:
+        podman("volume", "rm", "-f", *volumes, check=False)
 
 
 def migrate(podman: Run, migrator_image: str, prometheus_image: str) -> dict:
+    """up source, dest and Prometheus; `run --rm guest` once (the compose file's own command);
+    Prometheus's count of verified pages; down."""
     project = f"migrator-check-{podman.id}"
-    work = Path(tempfile.mkdtemp(prefix=f"migrator-compose-{podman.id}-"))
-    work.chmod(0o755)
-    token = work / "token"
-    token.write_text(f"deploy-check-{podman.id}\n")
-    token.chmod(0o644)  # Prometheus reads it as nobody, as deploy/README.md says
-    with Netns(project) as netns:
-        over = work / "compose.override.yaml"
-        over.write_text(yaml.safe_dump(override(netns, migrator_image, prometheus_image, token)))
-        _reset_ports(over)
-        files = [COMPOSE, over]
+    with tempfile.TemporaryDirectory(prefix=f"{project}-") as tmp, Netns(project) as netns:
+        token = Path(tmp) / "token"
+        Path(tmp).chmod(0o755)
+        token.write_text(f"deploy-check-{podman.id}\n")
+        token.chmod(0o644)  # Prometheus reads it as nobody, as deploy/README.md says
+        files = [COMPOSE, NETNS_OVERRIDE]
+        settings = {"MIGRATOR_NETNS": netns.name, "MIGRATOR_IMAGE": migrator_image,
+                    "MIGRATOR_PROMETHEUS_IMAGE": prometheus_image,
+                    "MIGRATOR_TOKEN_FILE": str(token), **WORKLOAD}
         try:
-            _compose(project, files, "up", "-d", "--no-build", "source")
+            _compose(project, files, settings, "up", "-d", "--no-build", "source")
             probe.wait("compose source /healthz",
                        lambda: netns.get("http://127.0.0.1:8470/healthz"), 120)
-            _compose(project, files, "up", "-d", "--no-build", "dest", "prometheus")
+            _compose(project, files, settings, "up", "-d", "--no-build", "dest", "prometheus")
             probe.wait("compose dest /healthz",
                        lambda: netns.get("http://127.0.0.1:8471/healthz"), 120)
-            guest = _compose(project, files, "run", "--rm", "guest", "guest",
-                             "--dest-socket=/run/migrator/guest.sock", "--vcpus=2",
-                             "--accesses=2000", "--json", check=False)
-            lines = [line for line in guest.stdout.splitlines() if line.startswith("{")]
-            if guest.returncode or not lines:
-                raise RuntimeError(f"compose guest exited {guest.returncode}:\n"
-                                   f"{(guest.stderr + guest.stdout)[-3000:]}")
-            report = json.loads(lines[-1])
+            guest = _compose(project, files, settings, "run", "--rm", "guest", check=False)
+            text = guest.stdout + guest.stderr
+            done = _DONE.search(text)
+            if guest.returncode or not done:
+                raise RuntimeError(f"compose guest exited {guest.returncode} without a verified "
+                                   f"migration:\n{text[-3000:]}")
 
             def scraped():
                 body = netns.get("http://127.0.0.1:9090/api/v1/query?query="
@@ -120,12 +116,8 @@ def migrate(podman: Run, migrator_image: str, prometheus_image: str) -> dict:
                 return result and float(result[0]["value"][1])
 
             verified = probe.wait("compose Prometheus scraping the verified pages", scraped, 60)
-            return {"report": report, "scraped_verified_pages": verified, "project": project}
+            return {"verified_pages": int(done.group(1)), "scraped_verified_pages": verified,
+                    "log": text, "project": project, "settings": WORKLOAD}
         finally:
-            _compose(project, files, "down", "-v", "-t", "5", check=False)
-            for what in ("ps -a -q", "volume ls -q"):
-                ids = podman(*what.split(), "--filter",
-                             f"label=io.podman.compose.project={project}").stdout.split()
-                if ids:
-                    podman(*what.split()[:1], "rm", "-f", *ids, check=False) \
-                        if what.startswith("volume") else podman("rm", "-f", *ids, check=False)
+            _compose(project, files, settings, "down", "-v", "-t", "5", check=False)
+            _remove_leftovers(podman, project)
