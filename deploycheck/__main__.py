@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cffi_uffd import SIZE_1G, SIZE_2M
@@ -24,12 +25,16 @@ def _mib(n: int) -> str:
 
 def _images(podman: Run, out: dict) -> tuple[str, str]:
     t = time.monotonic()
-    bases = {}
-    for b in (base.MIGRATOR, base.PROMETHEUS):
+
+    def ensure(b: base.Base) -> tuple[str, dict]:
         start = time.monotonic()
         ref, made = base.ensure(podman, b)
-        bases[b.name] = {"ref": ref, "made": made, "seconds": round(time.monotonic() - start, 1),
-                         "size_bytes": int(podman.inspect("image", ref)["Size"])}
+        return b.name, {"ref": ref, "made": made, "seconds": round(time.monotonic() - start, 1),
+                        "size_bytes": int(podman.inspect("image", ref)["Size"])}
+
+    # Made at once when missing: mmdebstrap mostly waits on Debian's mirror.
+    with ThreadPoolExecutor(2) as pool:
+        bases = dict(pool.map(ensure, (base.MIGRATOR, base.PROMETHEUS)))
     start = time.monotonic()
     wheels = wheelhouse.build()
     wheel_seconds = time.monotonic() - start
@@ -85,11 +90,9 @@ def _pods(podman: Run, migrator: str, out: dict) -> str:
 def _compose(podman: Run, migrator: str, prometheus: str, out: dict) -> str:
     start = time.monotonic()
     result = compose.migrate(podman, migrator, prometheus)
-    m = result["report"]["migration"]
-    if m["phase"] != "complete" or m["mismatched_pages"] or m["verified_pages"] != m["pages_total"]:
-        raise RuntimeError(f"the compose migration did not verify: {m}")
     out["compose"] = {**result, "seconds": round(time.monotonic() - start, 1)}
-    return f"compose: {m['backing']} {m['verified_pages']}/{m['pages_total']} pages verified"
+    return (f"compose: {result['verified_pages']} pages verified, Prometheus scraped "
+            f"{result['scraped_verified_pages']:.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,8 @@ class Base:
 
 MIGRATOR = Base("migrator-base", ("python3", "python3-venv", "libxxhash0"))
 PROMETHEUS = Base("migrator-prometheus-base", ("prometheus",))
+# systemd as PID 1 for deploy/systemd's units, beside what the migrator image has.
+SYSTEMD = Base("migrator-systemd-base", ("systemd", "python3", "python3-venv", "libxxhash0"))
 
 
 def ensure(podman: Run, base: Base, timeout: float = 900) -> tuple[str, bool]:
