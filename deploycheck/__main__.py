@@ -12,10 +12,10 @@ from pathlib import Path
 from cffi_uffd import SIZE_1G, SIZE_2M
 from migrator.host import pools
 
-from . import base, compose, containers, image, pods, wheelhouse
+from . import base, compose, containers, image, pods, units, wheelhouse
 from .podman import Run, require
 
-STEPS = ("containers", "pods", "compose")
+STEPS = ("containers", "pods", "compose", "systemd")
 GUEST_2M_PAGES = 64 // 2 + 1  # the containers' 64 MiB guest, plus the destination's probe
 
 
@@ -33,8 +33,8 @@ def _images(podman: Run, out: dict) -> tuple[str, str]:
                         "size_bytes": int(podman.inspect("image", ref)["Size"])}
 
     # Made at once when missing: mmdebstrap mostly waits on Debian's mirror.
-    with ThreadPoolExecutor(2) as pool:
-        bases = dict(pool.map(ensure, (base.MIGRATOR, base.PROMETHEUS)))
+    with ThreadPoolExecutor(3) as pool:
+        bases = dict(pool.map(ensure, (base.MIGRATOR, base.PROMETHEUS, base.SYSTEMD)))
     start = time.monotonic()
     wheels = wheelhouse.build()
     wheel_seconds = time.monotonic() - start
@@ -95,6 +95,17 @@ def _compose(podman: Run, migrator: str, prometheus: str, out: dict) -> str:
             f"{result['scraped_verified_pages']:.0f}")
 
 
+def _systemd(podman: Run, migrator: str, out: dict) -> str:
+    start = time.monotonic()
+    with pools.reserved(SIZE_2M, GUEST_2M_PAGES) as got:
+        if got < GUEST_2M_PAGES:
+            raise RuntimeError(f"the kernel gave {got} of {GUEST_2M_PAGES} 2 MiB pages")
+        result = units.run(podman, out["images"]["bases"]["migrator-systemd-base"]["ref"],
+                           migrator)
+    out["systemd"] = {**result, "seconds": round(time.monotonic() - start, 1)}
+    return f"systemd: both units started, {result['verified_pages']} pages verified, stopped"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploycheck", description=__doc__)
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every measurement here")
@@ -119,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(_pods(podman, migrator, out))
         if "compose" in args.only:
             parts.append(_compose(podman, migrator, prometheus, out))
+        if "systemd" in args.only:
+            parts.append(_systemd(podman, migrator, out))
     except Exception as e:  # noqa: BLE001  (reported in the summary, after the cleanup)
         status = 1
         out["error"] = f"{type(e).__name__}: {e}"
