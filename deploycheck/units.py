@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 from . import probe
@@ -109,4 +108,4 @@ def run(podman: Run, base: str, migrator_image: str) -> dict:
     if states != ["inactive", "inactive"] or "Traceback" in journal:
         raise RuntimeError(f"the units did not stop cleanly ({states}):\n{journal[-3000:]}")
     return {"verified_pages": int(done.group(1)), "confinement": confined,
-            "stopped": states, "journal_lines": len(journal.splitlines()), "at": time.time()}
+            "stopped": states, "journal_lines": len(journal.splitlines())}

@@ -45,7 +45,7 @@ def test_it_prints_one_summary_line_and_exits_0(check):
     _ok(check)
     lines = check["stdout"].splitlines()
     assert len(lines) == 1 and lines[0].startswith("deploy-check: ok: "), check["stdout"]
-    for step in ("containers:", "pods:", "compose:", "no compiler", "removed"):
+    for step in ("containers:", "pods:", "compose:", "systemd:", "no compiler", "removed"):
         assert step in lines[0], step
 
 
@@ -117,3 +117,13 @@ def test_nothing_of_the_run_is_left_but_the_cached_bases(check):
     assert compose.stdout.split() == []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"migrator-check-{check['run']}" not in netns
+
+
+def test_the_systemd_units_run_under_a_real_systemd_with_their_confinement(check):
+    _ok(check)
+    s = check["systemd"]
+    assert s["verified_pages"] == 64 * MIB // 4096
+    for unit, status in s["confinement"].items():
+        assert status == {"user": "migrator", "CapEff": 0, "CapBnd": 0, "no_new_privs": True,
+                          "seccomp": "2"}, unit
+    assert s["stopped"] == ["inactive", "inactive"]
