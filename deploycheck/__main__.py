@@ -16,7 +16,9 @@ from . import base, compose, containers, image, pods, units, wheelhouse
 from .podman import Run, require
 
 STEPS = ("containers", "pods", "compose", "systemd")
-GUEST_2M_PAGES = 64 // 2 + 1  # the containers' 64 MiB guest, plus the destination's probe
+# The 64 MiB guests of the containers and systemd steps, the destination's probe, and a margin:
+# the pool is shared with whatever else runs on the host, which may take pages meanwhile.
+GUEST_2M_PAGES = 64 // 2 + 1 + 8
 
 
 def _mib(n: int) -> str:
