@@ -30,8 +30,8 @@ class Workload:
 
 
 def _logs(podman: Run, container: str) -> str:
-    return podman("logs", container, check=False).stdout[-3000:] + \
-        podman("logs", container, check=False).stderr[-3000:]
+    out = podman("logs", container, check=False)
+    return out.stdout[-3000:] + out.stderr[-3000:]
 
 
 def _gone(podman: Run, container: str):

@@ -12,6 +12,8 @@ from .podman import REPO, Run
 CONTAINERFILE = REPO / "deploy" / "Containerfile"
 PROMETHEUS_CONTAINERFILE = REPO / "deploy" / "prometheus" / "Containerfile"
 COMPILERS = ("gcc", "cc", "c99", "clang", "tcc")
+# Searched whatever PATH the image sets (an imported base sets none).
+SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/migrator/bin"
 
 
 @dataclass
@@ -34,7 +36,7 @@ def build(podman: Run, containerfile: Path, context: Path, base: str, ref: str) 
 
 def compilers_in(podman: Run, ref: str) -> list[str]:
     """Compilers on the image's PATH (there must be none)."""
-    script = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/migrator/bin; "
-              + " ".join(f"command -v {c};" for c in COMPILERS) + " true")
+    script = (f"PATH={SEARCH_PATH}; " + " ".join(f"command -v {c};" for c in COMPILERS)
+              + " true")
     out = podman("run", "--rm", "--network=none", "--entrypoint", "/bin/sh", ref, "-c", script)
     return out.stdout.split()

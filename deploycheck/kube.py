@@ -107,8 +107,11 @@ def _hugepages(resources: dict, place: Place, guest: bool) -> None:
     key = {"1G": "hugepages-1Gi", "2M": "hugepages-2Mi"}[place.hugepage_size]
     for part in ("requests", "limits"):
         amount = resources[part].pop("hugepages-1Gi")
-        resources[part][key] = place.hugepages if guest else amount if key.endswith("Gi") \
-            else "2Mi"
+        if guest:
+            amount = place.hugepages
+        elif place.hugepage_size == "2M":
+            amount = "2Mi"  # the destination's HGM probe borrows one page
+        resources[part][key] = amount
 
 
 def variant(place: Place) -> tuple[list[dict], list[dict]]:

@@ -32,7 +32,7 @@ def require(*tools: str) -> None:
     """Fail, naming the Debian packages, when a tool is missing."""
     packages = {"podman": "podman", "runc": "runc", "catatonit": "catatonit",
                 "mmdebstrap": "mmdebstrap"}
-    missing = [t for t in tools if not shutil.which(t) and not Path(f"/usr/libexec/podman/{t}").exists()]
+    missing = [t for t in tools if not shutil.which(t)]
     if missing:
         names = " ".join(packages.get(t, t) for t in missing)
         raise PodmanError(f"missing {', '.join(missing)}: apt-get install {names} "

@@ -9,7 +9,6 @@ import re
 import ssl
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 
 from . import confinement, kube, probe

@@ -28,8 +28,8 @@ def healthy(url: str, context=None) -> bool:
         return False
 
 
-def wait(what: str, check: Callable[[], T], timeout: float, alive: Callable[[], str | None]
-         = lambda: None) -> T:
+def wait(what: str, check: Callable[[], T], timeout: float,
+         alive: Callable[[], str | None] = lambda: None) -> T:
     """Poll check() until it is truthy. alive() returns why the thing waited on is gone (its
     log), or None while it may still come up."""
     deadline = time.monotonic() + timeout
