@@ -21,8 +21,8 @@ STEPS = ("containers", "pods", "compose", "systemd")
 GUEST_2M_PAGES = 64 // 2 + 1 + 8
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.0f} MB"
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB"  # as `podman images` counts
 
 
 def _images(podman: Run, out: dict) -> tuple[str, str]:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         migrator, prometheus = _images(podman, out)
         i = out["images"]
-        parts.append(f"image {_mib(i['migrator']['size_bytes'])} built in "
+        parts.append(f"image {_mb(i['migrator']['size_bytes'])} built in "
                      f"{i['migrator']['seconds']:.0f} s (wheels {i['wheels_seconds']:.0f} s, "
                      f"bases {'made' if any(b['made'] for b in i['bases'].values()) else 'cached'})"
                      f", no compiler")

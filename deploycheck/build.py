@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                          image.PROMETHEUS_CONTAINERFILE.parent, prometheus_base,
                          args.prometheus_tag)]
     for b in built:
-        print(f"{b.ref}: {b.size_bytes / 2**20:.0f} MB, built in {b.seconds:.0f} s")
+        print(f"{b.ref}: {b.size_bytes / 1e6:.0f} MB, built in {b.seconds:.0f} s")
     print(f"images ready in {time.monotonic() - start:.0f} s")
     return 0
 
