@@ -31,12 +31,12 @@ test: system-deps $(INSTALLED_TEST)
 # The container images (deploy/Containerfile, deploy/prometheus/Containerfile) under podman: Debian
 # bases made by mmdebstrap (cached in podman's store), wheels built here, no network in the build.
 image: system-deps $(INSTALLED_TEST)
-	$(BIN)/python -m deploycheck.build
+	PYTHONPATH=deploy $(BIN)/python -m deploycheck.build
 
 # deploy/ run for real: image, a migration in containers with Prometheus, deploy/k8s/ played as
 # pods, deploy/compose.yaml under podman-compose; cleans up after itself; one summary line.
 deploy-check: system-deps $(INSTALLED_TEST)
-	$(BIN)/python -m deploycheck $(DEPLOY_CHECK_ARGS)
+	PYTHONPATH=deploy $(BIN)/python -m deploycheck $(DEPLOY_CHECK_ARGS)
 
 # Prometheus, Chromium and iproute2 for the tests that use real ones (apt, where missing).
 system-deps:

@@ -106,7 +106,7 @@ def test_on_2m_pages_the_pods_ask_for_hugepages_2mi(tmp_path):
 def test_an_unknown_kind_is_refused_with_what_to_do(tmp_path, monkeypatch):
     docs = kube.manifests() + [{"kind": "StatefulSet", "metadata": {"name": "x"}}]
     monkeypatch.setattr(kube, "manifests", lambda: docs)
-    with pytest.raises(ValueError, match="StatefulSet.*deploycheck/kube.py"):
+    with pytest.raises(ValueError, match="StatefulSet.*deploy/deploycheck/kube.py"):
         kube.variant(_place(tmp_path))
 
 

@@ -134,7 +134,7 @@ def variant(place: Place) -> tuple[list[dict], list[dict]]:
             spec = out["spec"]
         else:
             raise ValueError(f"deploy/k8s: no single-node counterpart for kind {kind} ({name}): "
-                             f"add one to deploycheck/kube.py and to deploy/README.md")
+                             f"add one to deploy/deploycheck/kube.py and to deploy/README.md")
         if place.label:  # podman labels a Deployment's pods with its template's labels
             key, _, value = place.label.partition("=")
             for meta in (out["metadata"], out["spec"].get("template", {}).get("metadata")):
