@@ -35,6 +35,12 @@ _ADVICE: dict[tuple[str, int], str] = {
     ("fallocate", _errno.ENOSPC): "the hugetlb pool is empty: reserve pages first "
     "(/sys/kernel/mm/hugepages/hugepages-*/nr_hugepages)",
     ("madvise", _errno.EINVAL): "the advice is not supported for this mapping by this kernel",
+    ("madvise", _errno.EAGAIN): "transient: a page or lock was busy (MADV_COLLAPSE); try again",
+    ("process_madvise", _errno.EAGAIN): "transient: a page or lock was busy; try again",
+    ("process_madvise", _errno.EPERM): "advising another process needs CAP_SYS_NICE and ptrace "
+    "read access to it",
+    ("process_madvise", _errno.EINVAL): "the kernel does not take this advice for another process "
+    "(MADV_COLLAPSE: 6.1+), or the mapping cannot be huge",
 }
 
 

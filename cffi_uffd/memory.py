@@ -57,6 +57,29 @@ def populate(address: int, length: int) -> None:
     madvise(address, length, lib.MADV_POPULATE_WRITE)
 
 
+def advise_huge(address: int, length: int) -> None:
+    """MADV_HUGEPAGE: shmem behind this range may get PMD-size folios when faulted in, if
+    /sys/kernel/mm/transparent_hugepage/shmem_enabled (or the per-size knob) says `advise`."""
+    madvise(address, length, lib.MADV_HUGEPAGE)
+
+
+def collapse(address: int, length: int, pidfd: int | None = None) -> None:
+    """MADV_COLLAPSE (6.1+) over [address, address + length): synchronously make each aligned
+    PMD-size range huge and map it by PMD in the address space it is called for.
+
+    With pidfd, process_madvise() does it in that process's address space (needs
+    CAP_SYS_NICE and ptrace read access to it). Raises UffdError with the errno: EINVAL
+    (no MADV_COLLAPSE, or an unsuitable mapping), EAGAIN (transient: a lock was busy),
+    ENOMEM (no huge page to allocate), EPERM.
+    """
+    if pidfd is None:
+        madvise(address, length, lib.MADV_COLLAPSE)
+        return
+    rc = lib.advise_process(pidfd, ffi.cast("void *", address), length, lib.MADV_COLLAPSE)
+    if rc < 0:
+        raise_for("process_madvise", -rc, f"MADV_COLLAPSE at 0x{address:x}+0x{length:x}")
+
+
 def split(address: int, length: int) -> None:
     """MADV_SPLIT (HGM proposal): allow 4 KiB mappings of a hugetlb VMA. EINVAL without HGM."""
     madvise(address, length, lib.MADV_SPLIT)
@@ -75,9 +98,12 @@ class Mapping:
 
     @classmethod
     def shared(cls, fd: int, length: int, offset: int = 0, *, writable: bool = True,
-               page_size: int = PAGE_SIZE) -> Mapping:
+               page_size: int = PAGE_SIZE, align: int = 0) -> Mapping:
+        """align: place the mapping at a multiple of it (e.g. SIZE_2M, so that a PMD can
+        map THP folios of the file there); 0: wherever the kernel puts it."""
         prot = lib.PROT_READ | (lib.PROT_WRITE if writable else 0)
-        p = lib.map_shared(length, prot, fd, offset)
+        p = (lib.map_shared_aligned(length, prot, fd, offset, align) if align
+             else lib.map_shared(length, prot, fd, offset))
         if p == ffi.NULL:
             raise_for("mmap", lib.last_errno(), f"MAP_SHARED fd {fd} length 0x{length:x}")
         return cls(int(ffi.cast("uintptr_t", p)), length, fd, page_size)

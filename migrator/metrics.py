@@ -75,6 +75,18 @@ GUEST_SIGBUS = Counter(
     "migrator_guest_sigbus", "Guest accesses that touched poisoned memory and got SIGBUS, as "
     "the guest reported them.", ("mode",), registry=REGISTRY)
 
+COLLAPSES = Counter(
+    "migrator_collapses", "thp mode: 2 MiB ranges of guest memory collapsed (MADV_COLLAPSE) "
+    "once complete, by result: collapsed, failed, or skipped (a memory error in the range).",
+    ("mode", "result"), registry=REGISTRY)
+COLLAPSE_LATENCY = Histogram(
+    "migrator_collapse_seconds", "thp mode: time of one MADV_COLLAPSE of a complete 2 MiB range.",
+    ("mode",), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+PMD_MAPPED_BYTES = Gauge(
+    "migrator_guest_pmd_mapped_bytes", "Guest memory mapped by huge PMDs at the end of the "
+    "migration (ShmemPmdMapped of the guest's smaps_rollup; hugetlb: Shared_Hugetlb).",
+    ("mode",), registry=REGISTRY)
+
 # -- source ----------------------------------------------------------------------------------
 SOURCE_REQUEST_LATENCY = Histogram(
     "migrator_source_request_duration_seconds", "Time to serve one request, by endpoint or "

@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <linux/userfaultfd.h>
 
 /*
@@ -67,6 +68,12 @@ struct uffdio_poison {
 #endif
 #ifndef MADV_SPLIT
 #define MADV_SPLIT 26  /* HGM proposal (never merged); EINVAL on kernels without it */
+#endif
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  /* 6.1 */
+#endif
+#ifndef __NR_process_madvise
+#define __NR_process_madvise 440  /* 5.10; MADV_COLLAPSE through it: 6.1 */
 #endif
 
 /* One uffd_msg flattened, so Python never touches the packed union. */
@@ -160,6 +167,30 @@ static void *map_shared(size_t length, int prot, int fd, long offset)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+/* MAP_SHARED at an address aligned to `align` (a power of two): a PMD can map a THP folio
+ * only where the virtual address and the file offset agree modulo its size, and shmem only
+ * aligns its mappings itself when its huge setting says so. Reserve, place, trim. */
+static void *map_shared_aligned(size_t length, int prot, int fd, long offset, size_t align)
+{
+	uint8_t *area = mmap(NULL, length + align, PROT_NONE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (area == MAP_FAILED)
+		return NULL;
+	uintptr_t at = ((uintptr_t)area + align - 1) & ~(uintptr_t)(align - 1);
+	void *p = mmap((void *)at, length, prot, MAP_SHARED | MAP_FIXED, fd, offset);
+	if (p == MAP_FAILED) {
+		int err = errno;
+		munmap(area, length + align);
+		errno = err;
+		return NULL;
+	}
+	if (at > (uintptr_t)area)
+		munmap(area, at - (uintptr_t)area);
+	if ((uint8_t *)area + length + align > (uint8_t *)at + length)
+		munmap((uint8_t *)at + length, (uintptr_t)area + length + align - (at + length));
+	return p;
+}
+
 static void *map_anonymous(size_t length)
 {
 	void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -174,6 +205,14 @@ static int unmap(void *addr, size_t length)
 static int advise(void *addr, size_t length, int advice)
 {
 	return madvise(addr, length, advice) < 0 ? -errno : 0;
+}
+
+/* madvise in another process's address space (pidfd); returns bytes advised or -errno */
+static long advise_process(int pidfd, void *addr, size_t length, int advice)
+{
+	struct iovec iov = { addr, length };
+	long rc = syscall(__NR_process_madvise, pidfd, &iov, 1UL, advice, 0U);
+	return rc < 0 ? -errno : rc;
 }
 
 static int allocate(int fd, int mode, long offset, long length)

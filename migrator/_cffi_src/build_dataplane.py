@@ -7,7 +7,8 @@ from pathlib import Path
 from cffi import FFI
 
 _HERE = Path(__file__).parent
-_SOURCES = ["histogram.c", "dest_fetch.c", "dest_faults.c", "dest_background.c", "source_sender.c"]
+_SOURCES = ["histogram.c", "dest_fetch.c", "dest_faults.c", "dest_background.c", "dest_collapse.c",
+            "source_sender.c"]
 
 CDEF = """
 #define DP_HIST_BUCKETS ...
@@ -55,6 +56,9 @@ struct dp_migration {
     int preempt;
     uint32_t vcpus, cpus;
     uint64_t background_waiters;
+    uint64_t collapse_span, collapse_ranges;
+    uint32_t *ranges_ready;
+    uint64_t ranges_queued;
     int stop;
     uint64_t mismatched_pages, first_mismatch;
     char error[...];
@@ -70,6 +74,8 @@ int dp_claim_for_poison(struct dp_migration *m, uint64_t granule);
 int dp_poison_granule(struct dp_migration *m, uint64_t granule);
 void dp_release_poison_claim(struct dp_migration *m, uint64_t granule, int state);
 void dp_mark_done(struct dp_migration *m, uint64_t first, uint64_t end, int state);
+int dp_collapse_init(struct dp_migration *m, uint64_t span, int eventfd);
+void dp_collapse_free(struct dp_migration *m);
 
 struct src_stream {
     int fd;

@@ -6,6 +6,7 @@
  *                      and replies on one page stream, verification, install
  *   dest_faults.c      the fault loop: userfaultfd events -> urgent requests -> install -> wake
  *   dest_background.c  the background loop: claim runs nobody faulted on, fetch, install
+ *   dest_collapse.c    thp mode: queue each 2 MiB range as its last granule is done
  *   source_sender.c    the source's side of an upgraded page stream
  *
  * Python is the control plane: it opens the connections (HTTP upgrade), owns sessions,
@@ -133,6 +134,14 @@ struct dp_migration {
 
 	struct dp_job *urgent_jobs;  /* the fault loop's, not installed yet: kept across reconnects */
 
+	/* thp mode (dest_collapse.c): each range of collapse_span granules is queued once, when
+	 * its last granule is done, for the collapser to MADV_COLLAPSE; collapse_span 0: off */
+	uint64_t collapse_span, collapse_ranges;
+	uint32_t *range_done;       /* range -> its granules done */
+	uint32_t *ranges_ready;     /* complete ranges, in completion order */
+	uint64_t ranges_queued;     /* entries of ranges_ready written (release) */
+	int collapse_fd;            /* eventfd written when ranges are queued; -1: none */
+
 	volatile int stop;
 	uint64_t mismatched_pages, first_mismatch;
 	char error[512];
@@ -161,6 +170,8 @@ int dp_claim_for_poison(struct dp_migration *m, uint64_t granule);
 int dp_poison_granule(struct dp_migration *m, uint64_t granule);
 void dp_release_poison_claim(struct dp_migration *m, uint64_t granule, int state);
 void dp_observe(struct dp_histogram *h, uint64_t ns);
+int dp_collapse_init(struct dp_migration *m, uint64_t span, int eventfd);
+void dp_collapse_free(struct dp_migration *m);
 
 /* source */
 struct src_stream {

@@ -85,6 +85,15 @@ static int refault(struct dp_migration *m, struct faults_loop *l, uint64_t g, in
 		struct dp_counters expected = { 0 };
 		rc = dp_install(m, g * m->granularity, m->granularity, &expected, read_backlog, l);
 		m->urgent.eagain += expected.eagain;
+		/* EEXIST does not wake. It is also the answer when the range was collapsed (thp
+		 * mode) after this vCPU faulted: MADV_COLLAPSE clears the PTE table before it sets
+		 * the PMD, a fault in between queues a MINOR event, and CONTINUE then finds the PMD
+		 * (EEXIST) and wakes nobody. So wake the granule's waiters here. */
+		if (!rc && expected.eexist) {
+			struct uffdio_range wake = { m->guest_base + g * m->granularity, m->granularity };
+			if (ioctl(m->uffd, UFFDIO_WAKE, &wake) < 0 && (errno == ESRCH || errno == ENOENT))
+				rc = dp_fail(m, DP_GUEST_GONE, "the guest's address space is gone");
+		}
 	}
 	dp_mark_done(m, g, g + 1, state);  /* resolves the fault just logged */
 	return rc;

@@ -126,14 +126,20 @@ static void complete_waiters(struct dp_migration *m, uint64_t g, uint64_t now)
 void dp_mark_done(struct dp_migration *m, uint64_t first, uint64_t end, int state)
 {
 	uint64_t now = monotonic_ns();
+	int queued = 0;  /* a 2 MiB range completed (thp mode): wake the collapser */
 	pthread_mutex_lock(&m->lock);
 	for (uint64_t g = first; g < end; g++) {
-		if (m->state[g] != DP_PRESENT && m->state[g] != DP_POISONED)
+		if (m->state[g] != DP_PRESENT && m->state[g] != DP_POISONED) {
 			m->present++;
+			if (m->collapse_span)
+				queued |= dp_collapse_count(m, g);
+		}
 		m->state[g] = state;
 		complete_waiters(m, g, now);
 	}
 	pthread_mutex_unlock(&m->lock);
+	if (queued)
+		dp_collapse_signal(m);
 }
 
 /* ---- resolving ioctls ------------------------------------------------------------------- */

@@ -38,4 +38,8 @@ void dp_job_free(struct dp_job *job);
 void dp_prepare(struct dp_migration *m, struct dp_job *job);
 void dp_job_installed(struct dp_migration *m, struct dp_job *job, struct dp_counters *c);
 
+/* dest_collapse.c */
+int dp_collapse_count(struct dp_migration *m, uint64_t g);
+void dp_collapse_signal(struct dp_migration *m);
+
 #endif

@@ -76,7 +76,7 @@ class DestDaemon:
         return {
             "type": "layout", "mode": b.mode, "backing": b.backing, "backing_label": b.label,
             "memory_page_size": b.memory_page_size, "granularity": b.granularity,
-            "hugepage_size": b.hugepage_size, "size": m.size, "image_id": m.image_id,
+            "hugepage_size": b.hugepage_size, "thp_folio": b.collapse_size, "size": m.size, "image_id": m.image_id,
             "regions": [{"name": r.name, "offset": r.offset, "size": r.size} for r in m.regions],
         }
 

@@ -116,6 +116,31 @@ class DataPlane:
         self.poisoned.add(granule)
         lib.dp_mark_done(self._m, granule, granule + 1, POISONED)
 
+    # -- thp mode: ranges complete, for the collapser (dest_collapse.c) -----------------------
+    def queue_complete_ranges(self, range_bytes: int, eventfd: int) -> None:
+        """From now on, queue each range of range_bytes once all its granules are done and
+        write the eventfd. Before the loops run (poisoned source pages count as done too)."""
+        if lib.dp_collapse_init(self._m, range_bytes // self.granularity, eventfd) < 0:
+            raise MemoryError("cannot allocate the collapse queue")
+
+    @property
+    def ranges_queued(self) -> int:
+        return self._m.ranges_queued
+
+    def complete_ranges(self, start: int) -> list[int]:
+        """The indexes of the ranges queued from position start on."""
+        if not self._m.collapse_span:
+            return []
+        ready, end = self._m.ranges_ready, self._m.ranges_queued
+        return [ready[i] for i in range(start, end)]
+
+    def states_of(self, offset: int, length: int) -> bytes:
+        """The states of the granules of guest memory [offset, offset + length)."""
+        first, end = offset // self.granularity, -(-(offset + length) // self.granularity)
+        if self._freed:
+            return self._final_states[first:end]
+        return bytes(ffi.buffer(self._m.state + first, end - first))
+
     # -- what the loops did ----------------------------------------------------------------
     def counters(self, stream: str):
         return self._m.urgent if stream == "urgent" else self._m.background
@@ -175,3 +200,4 @@ class DataPlane:
             self._final_fetches = self.fetches()
             self._freed = True
             lib.dp_free(self._m)
+            lib.dp_collapse_free(self._m)

@@ -20,7 +20,9 @@ from .. import metrics
 from ..client.stream import PageStream
 from ..protocol.manifest import POISON, ZERO, Manifest
 from ..quantiles import summarize
+from .. import smaps
 from .backing import Backing
+from .collapse import Collapser
 from .dataplane import (
     ABSENT, BACKGROUND, DONE, FAILED, GUEST_GONE, POISONED, PRESENT, URGENT, BackgroundPolicy,
     DataPlane,
@@ -33,6 +35,7 @@ log = logging.getLogger("migrator.dest")
 
 PHASES = ("starting", "running", "paused", "complete", "failed", "guest-lost")
 _WATCH_S = 0.1  # how often metrics are brought up to date and completion is checked
+_DRAIN_S = 30.0  # thp: how long completion waits for the last collapses
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class SourceEndpoint:
 class Migration:
     def __init__(self, session: str, manifest: Manifest, backing: Backing, source: SourceEndpoint,
                  uffd_fd: int, memfd: int, guest_base: int,
-                 policy: BackgroundPolicy = BackgroundPolicy(), resume_deadline: float = 60.0):
+                 policy: BackgroundPolicy = BackgroundPolicy(), resume_deadline: float = 60.0,
+                 guest_pid: int | None = None, guest_thp: dict | None = None):
         self.session, self.manifest, self.backing = session, manifest, backing
         self.policy = policy
         self.phase = "starting"
@@ -67,6 +71,15 @@ class Migration:
         self.plane = DataPlane(manifest, backing.granularity, self.alias, uffd_fd, guest_base,
                                policy)
         self.telemetry = Telemetry(self.plane, backing)
+        self.guest_pid, self.guest_thp = guest_pid, guest_thp
+        self.huge_mapped: dict | None = None  # the guest's huge mappings at the end
+        self.collapser: Collapser | None = None
+        if backing.thp:
+            if guest_pid is None:
+                raise ValueError("the thp mode collapses in the guest's address space: "
+                                 "it needs the guest's process id")
+            self.collapser = Collapser(self.plane, guest_pid, guest_base, manifest.size,
+                                       backing.collapse_size, backing.mode)
         self._phase_lock = threading.Lock()
         self._paused_streams: set[str] = set()
         self.recoveries: list[Recovery] = []
@@ -117,6 +130,8 @@ class Migration:
         self.plane.poison_source_pages()
         metrics.POISONED_BYTES.labels(mode).inc(len(self.plane.poisoned) * self.backing.granularity)
         self._set_phase("running")
+        if self.collapser:
+            self.collapser.start()
         for t in self._threads:
             t.start()
 
@@ -163,6 +178,10 @@ class Migration:
             self.fail(f"verified {self.verified_pages} of {expected} pages, "
                       f"{self.plane.mismatched_pages} mismatched")
             return
+        if self.collapser and not self.collapser.drain(_DRAIN_S):
+            log.warning("migration %s: collapses still running after %.0fs", self.session,
+                        _DRAIN_S)
+        self.huge_mapped = self._read_huge_mapped()
         self.finished = time.monotonic()
         self._set_phase("complete")
         self._stop.set()
@@ -171,6 +190,20 @@ class Migration:
         log.info("migration %s complete: %d pages verified in %.2fs", self.session,
                  self.verified_pages, self.finished - self.started)
         self.done.set()
+
+    def _read_huge_mapped(self) -> dict | None:
+        """The guest's memory mapped huge right now, from its /proc/PID/smaps_rollup."""
+        if self.guest_pid is None:
+            return None
+        try:
+            r = smaps.rollup(self.guest_pid)
+        except OSError as e:
+            return {"error": f"/proc/{self.guest_pid}/smaps_rollup: {e.strerror}"}
+        out = {"pmd_mapped_bytes": r.get("ShmemPmdMapped", 0),
+               "hugetlb_bytes": r.get("Shared_Hugetlb", 0) + r.get("Private_Hugetlb", 0)}
+        metrics.PMD_MAPPED_BYTES.labels(self.backing.mode).set(
+            out["pmd_mapped_bytes"] + out["hugetlb_bytes"])
+        return out
 
     def fail(self, reason: str, phase: str = "failed") -> None:
         with self._phase_lock:
@@ -265,11 +298,23 @@ class Migration:
                 t.join(timeout=5)
         for s in self._streams:
             s.close()
+        if self.collapser:
+            self.collapser.stop()
         if not any(t.is_alive() for t in self._threads):
             self.plane.close()
         self.alias.close()
         os.close(self._uffd_fd)
         os.close(self._memfd)
+
+    def collapse_report(self) -> dict:
+        """Huge pages in the guest: what the collapser did (thp), the folios the guest found
+        huge at handover, and what is mapped huge at the end (every mode)."""
+        report = {"applies": self.collapser is not None, "huge_mapped": self.huge_mapped}
+        if self.collapser:
+            report.update(self.collapser.summary())
+        if self.guest_thp:
+            report["at_handover"] = self.guest_thp
+        return report
 
     def status(self) -> dict:
         plane, t = self.plane, self.telemetry
@@ -307,5 +352,6 @@ class Migration:
             "duration_seconds": end - self.started,
             "recoveries": [asdict(r) for r in self.recoveries],
             "poison": self.poison_report(),
+            "collapse": self.collapse_report(),
             "guest": self.guest_results,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import threading
 import uuid
 from typing import Callable
@@ -46,6 +47,16 @@ class GuestSession:
             if self.migration:
                 self.migration.close()
 
+    def _peer_pid(self) -> int | None:
+        """The guest's process, as the kernel says (SO_PEERCRED), not as it says itself."""
+        try:
+            creds = self.conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                         struct.calcsize("3i"))
+        except OSError:
+            return None
+        pid = struct.unpack("3i", creds)[0]
+        return pid or None
+
     def _try_send(self, message: dict) -> None:
         try:
             self._send(message)
@@ -75,9 +86,12 @@ class GuestSession:
             if os.fstat(fds[1]).st_size < manifest.size:
                 raise ProtocolError(f"memfd is {os.fstat(fds[1]).st_size} bytes, the layout "
                                     f"needs {manifest.size}")
+            thp = memory.get("thp")
+            if thp is not None and not isinstance(thp, dict):
+                raise ProtocolError("'thp' must be an object")
             self.migration = Migration(self.id, manifest, self.daemon.backing, self.daemon.source,
                                        fds[0], fds[1], base, self.daemon.policy,
-                                       self.daemon.resume_deadline)
+                                       self.daemon.resume_deadline, self._peer_pid(), thp)
         except BaseException:
             for fd in fds:
                 os.close(fd)

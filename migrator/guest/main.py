@@ -26,7 +26,7 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
               replay: str | None = None) -> dict:
     dest = DestinationSession(socket_path, vcpus)
     layout = dest.layout
-    memory = GuestMemory(layout["size"], layout["memory_page_size"])
+    memory = GuestMemory(layout["size"], layout["memory_page_size"], layout.get("thp_folio", 0))
     stuck = False
     try:
         # Plan the vCPUs' accesses before switchover: once the destination is ready, memory

@@ -35,8 +35,10 @@ class DestinationSession:
 
     def hand_over(self, memory: GuestMemory) -> None:
         """Switchover: give the destination our userfaultfd and RAM; it is ready to resolve."""
-        unixmessages.send(self.sock, {"type": "memory", "regions": memory.regions(self.layout["regions"])},
-                      fds=[memory.uffd.fileno(), memory.fd])
+        message = {"type": "memory", "regions": memory.regions(self.layout["regions"])}
+        if memory.thp is not None:
+            message["thp"] = memory.thp
+        unixmessages.send(self.sock, message, fds=[memory.uffd.fileno(), memory.fd])
         self.session = self.receive("ready").get("session")
 
     def announce_vcpus(self, thread_ids: list[int]) -> None:

@@ -6,8 +6,10 @@ and its memory fd with SCM_RIGHTS, plus the regions as
 
   guest -> dest  {"type": "hello", "version": 1, "vcpus": N, "pid": P}
   dest -> guest  {"type": "layout", "mode", "backing", "backing_label", "memory_page_size",
-                  "granularity", "size", "regions": [{"name", "offset", "size"}], "image_id"}
-  guest -> dest  {"type": "memory", "regions": [...]}  + fds [uffd, memfd]
+                  "granularity", "thp_folio", "size", "regions": [{"name", "offset", "size"}],
+                  "image_id"}                           (thp_folio: 2 MiB in the thp mode, else 0)
+  guest -> dest  {"type": "memory", "regions": [...], "thp": {"folios", "huge", ...}}
+                                                        + fds [uffd, memfd] (thp: that mode only)
   dest -> guest  {"type": "ready"}                      (or {"type": "error", "message"})
   guest -> dest  {"type": "vcpus", "thread_ids": [...]}  (before the vCPUs touch memory)
   guest -> dest  {"type": "stalls", "threshold_ns", "vcpus": [summary...], "samples_ns": [...]}
