@@ -59,6 +59,7 @@ struct dp_migration {
     uint64_t collapse_span, collapse_ranges;
     uint32_t *ranges_ready;
     uint64_t ranges_queued;
+    int collapse_fd;
     int stop;
     uint64_t mismatched_pages, first_mismatch;
     char error[...];

@@ -21,13 +21,14 @@ int catch_sigbus(void);
 uint64_t touch_loop(const uint64_t *addrs, const uint8_t *writes, const uint64_t *values,
                     size_t n, uint64_t *latency_ns, uint64_t *start_ns,
                     struct sigbus_hit *hits, size_t max_hits, size_t *nhits);
+uint64_t random_reads(const uint8_t *base, uint64_t size, uint64_t n, uint64_t seed);
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "migrator.guest._native",
-    (_HERE / "guest_touch.c").read_text(),
+    (_HERE / "guest_touch.c").read_text() + (_HERE / "guest_rate.c").read_text(),
     include_dirs=[str(_HERE)],
     extra_compile_args=["-O2"],
 )

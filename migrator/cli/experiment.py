@@ -1,4 +1,4 @@
-"""`migrator experiment`: compare hgm and hugepage on one host, on loopback or on two hosts
+"""`migrator experiment`: compare hgm, hugepage and thp on one host, on loopback or on two hosts
 made of network namespaces with a shaped link (--two-host)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..dest.backing import MODES
 from ..errors import MigratorError
 from ..units import parse_size
 from . import options
@@ -17,7 +18,9 @@ def register(sub) -> None:
     p.add_argument("--memory", type=options.size, default=parse_size("2GiB"),
                    help="guest memory, a multiple of 2 MiB (default 2GiB)")
     options.add_hugepage_size(p, "1G")
-    p.add_argument("--modes", default="hgm,hugepage")
+    p.add_argument("--modes", default=None,
+                   help="comma-separated subset of hgm,hugepage,thp (default: all three; thp "
+                        "only where `host check` finds it can run)")
     options.add_workload(p, accesses=5000, seed=42)
     p.add_argument("--out", type=Path, default=Path("results/latest"))
     p.add_argument("--json", action="store_true", help="print results.json to stdout, no progress")
@@ -59,14 +62,28 @@ def _link_spec(args):
         raise MigratorError(str(e)) from None
 
 
+def _default_modes() -> str:
+    """hgm,hugepage, and thp where this host can run it (saying why not, where not)."""
+    from ..host import thp
+
+    why = thp.why_not_for_run()
+    if why:
+        print("thp mode left out: " + "; ".join(why), file=sys.stderr)
+        return "hgm,hugepage"
+    return "hgm,hugepage,thp"
+
+
 def run(args) -> int:
     from ..experiment.runner import Plan, run as run_plan
     from ..report import Run, Table, poison_ratio, stall_ratio
 
+    if args.modes is None:
+        args.modes = _default_modes()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("hgm", "hugepage")]
+    bad = [m for m in modes if m not in MODES]
     if bad or not modes:
-        raise MigratorError(f"--modes {args.modes!r}: use a comma-separated subset of hgm,hugepage")
+        raise MigratorError(f"--modes {args.modes!r}: use a comma-separated subset of "
+                            f"{','.join(MODES)}")
     if args.memory % (2 << 20) or args.memory <= 0:
         raise MigratorError("--memory must be a positive multiple of 2 MiB")
     hp = args.hugepage_size

@@ -49,6 +49,7 @@ class Collapser:
         self.mode = mode
         self.ranges = -(-size // range_bytes)
         self.collapsed = self.failed = self.skipped = self.retries = 0
+        self.during_migration = 0  # collapsed while other ranges were still missing
         self.failures: dict[str, int] = {}  # errno name -> ranges
         self.first_failure: str | None = None
         self.seconds: list[float] = []
@@ -105,6 +106,8 @@ class Collapser:
                 return
             dt = (time.perf_counter_ns() - t0) / 1e9
             self.collapsed += 1
+            if not self.plane.complete:
+                self.during_migration += 1
             self.seconds.append(dt)
             metrics.COLLAPSES.labels(self.mode, "collapsed").inc()
             metrics.COLLAPSE_LATENCY.labels(self.mode).observe(dt)
@@ -126,6 +129,7 @@ class Collapser:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         if not self._thread.is_alive():
+            self.plane.stop_waking()
             for fd in (self.pidfd, self.wakeup):
                 if fd >= 0:
                     os.close(fd)
@@ -135,7 +139,8 @@ class Collapser:
         s = summarize(self.seconds)
         return {"folio_bytes": self.range_bytes, "folios": self.ranges,
                 "complete": self.plane.ranges_queued, "collapsed": self.collapsed,
-                "failed": self.failed, "skipped_poisoned": self.skipped, "retries": self.retries,
+                "collapsed_during_migration": self.during_migration, "failed": self.failed,
+                "skipped_poisoned": self.skipped, "retries": self.retries,
                 "failures": dict(self.failures), "first_failure": self.first_failure,
                 "collapse_seconds": {"total": sum(self.seconds), "p50": s["p50"],
                                      "p99": s["p99"], "max": s["max"], "count": s["count"]}}

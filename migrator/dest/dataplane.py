@@ -123,6 +123,10 @@ class DataPlane:
         if lib.dp_collapse_init(self._m, range_bytes // self.granularity, eventfd) < 0:
             raise MemoryError("cannot allocate the collapse queue")
 
+    def stop_waking(self) -> None:
+        """The loops write no more to the eventfd given (it is about to be closed)."""
+        self._m.collapse_fd = -1
+
     @property
     def ranges_queued(self) -> int:
         return self._m.ranges_queued

@@ -18,7 +18,7 @@ from cffi_uffd import SIZE_2M
 from ..client.dest import DestClient
 from ..dest.dataplane import BackgroundPolicy
 from ..errors import MigratorError
-from ..host import hgm, pools
+from ..host import hgm, pools, thp
 from ..orchestration import (
     Dest, Guest, background_args, start_dest, start_guest, start_source,
 )
@@ -86,6 +86,22 @@ def _hugepages_for(plan: Plan, hgm_present: bool):
         _say(plan, f"only {got} of {need} 1 GiB pages could be reserved (memory is fragmented; "
                    "reserve at boot with hugepagesz=1G hugepages=N); using 2 MiB pages instead")
         size = SIZE_2M
+
+
+@contextlib.contextmanager
+def _shmem_thp_for(plan: Plan):
+    """The thp mode needs MADV_HUGEPAGE shmem to get 2 MiB folios: set the 2048kB knob for
+    the run if it does not allow it, and restore its exact value after, as for the pools."""
+    if "thp" not in plan.modes:
+        yield None
+        return
+    with thp.pmd_folios_advised() as record:
+        if record["set"]:
+            _say(plan, f"set {record['knob']} to {record['set']} for the run (was "
+                       f"{record['before']})")
+        yield record
+    if record["set"]:
+        _say(plan, f"restored {record['knob']} to {record['before']}")
 
 
 def _watch(plan: Plan, mode: str, guest: Guest, dest: DestClient) -> None:
@@ -180,7 +196,18 @@ def _result(m: dict, guest: dict) -> dict:
     out["guest_verify"] = guest.get("verify")
     out["vcpu_run_seconds"] = guest["vcpu_run_seconds"]
     out["poison"] = {**(m.get("poison") or {}), "guest_sigbus": guest.get("sigbus", {})}
+    out["collapse"] = m.get("collapse")
+    out["after_migration"] = guest.get("after_migration")
     return out
+
+
+def relate_access_rates(modes: list[dict]) -> None:
+    """Each mode's access rate after the migration as a fraction of hugepage's (hugetlb)."""
+    base = next((m.get("after_migration") or {} for m in modes if m["mode"] == "hugepage"), {})
+    for m in modes:
+        a = m.get("after_migration")
+        if a and base.get("accesses_per_second"):
+            a["vs_hugepage"] = a["accesses_per_second"] / base["accesses_per_second"]
 
 
 def poison_comparison(modes: list[dict]) -> dict | None:
@@ -207,6 +234,7 @@ def run(plan: Plan) -> dict:
     hosts = (TwoHosts(plan.link, plan.out, say=lambda text: _say(plan, text)) if plan.link
              else Loopback())
     with _hugepages_for(plan, bool(detected.present)) as (hugepage_size, reservation), \
+            _shmem_thp_for(plan) as thp_knob, \
             tempfile.TemporaryDirectory(prefix="migrator-exp-") as tmp, hosts:
         if hosts.link is not None:
             results["link"] = hosts.link
@@ -217,6 +245,7 @@ def run(plan: Plan) -> dict:
             "vcpus": plan.vcpus, "accesses_per_vcpu": plan.accesses,
             "write_ratio": plan.write_ratio, "seed": plan.seed,
             "background_policy": asdict(plan.policy),
+            "shmem_thp_knob": thp_knob,
         }
         endpoint, source_url = hosts.source()
         _say(plan, f"generating a {format_size(plan.memory)} guest image (seed {plan.seed}) "
@@ -233,6 +262,7 @@ def run(plan: Plan) -> dict:
                                                   Path(tmp), hosts))
         finally:
             source.stop()
+    relate_access_rates(results["modes"])
     comparison = poison_comparison(results["modes"])
     if comparison:
         results["poison"] = comparison

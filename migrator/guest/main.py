@@ -12,13 +12,14 @@ from ..protocol import PAGE_SIZE
 from ..protocol.digest import page_digest
 from ..protocol.guest import MAX_DIGEST_PAGES
 from ..quantiles import summarize
-from . import trace, vcpu
+from . import rate, trace, vcpu
 from .memory import GuestMemory
 from .session import DestinationSession
 
 MAX_STALL_SAMPLES = 200_000
 MAX_STALL_EVENTS = 100_000  # (page, start, stall): the fault anatomy's guest side
 VERIFY_SAMPLE_PAGES = 2048
+AFTER_LOADS = 2_000_000  # random loads per round of the after-migration access rate
 
 
 def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_ratio: float,
@@ -89,6 +90,8 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
             result["verify"] = verify(dest, memory, vcpu.expected_writes(runs), pages, seed,
                                       poisoned)
             dest.send({"type": "verify", **result["verify"]})
+            if not poisoned:  # a load of poisoned memory would be a machine check
+                result["after_migration"] = rate.access_rate(memory.view, AFTER_LOADS, seed)
         return result
     finally:
         dest.close()

@@ -19,10 +19,12 @@ from cffi_uffd.userfaultfd import DEV_PATH
 
 from migrator.units import hugepage_label
 
-from . import hgm, pools
+from ..urgency import may_reprioritize
+from . import hgm, pools, thp
 
 SCHEMA = "migrator/host-check/1"
 HGM_EMULATED = "hgm (emulated on shmem)"
+THP_LABEL = "thp (shmem 2 MiB folios)"
 
 # Exit codes of `migrator host check`.
 EXIT_OK = 0
@@ -30,7 +32,6 @@ EXIT_NO_USERFAULTFD = 1
 EXIT_NO_MODE = 2
 
 _SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
-_THP = Path("/sys/kernel/mm/transparent_hugepage")
 _SIZES = (1 << 30, 2 << 20)  # the two hugetlb sizes the modes use, largest first
 
 
@@ -162,13 +163,16 @@ def _pool_section() -> dict:
 
 
 def _thp() -> dict:
-    def selected(name: str) -> str | None:
-        text = _read(_THP / name)
-        if text is None:
-            return None
-        return next((w[1:-1] for w in text.split() if w.startswith("[")), text)
-
-    return {"enabled": selected("enabled"), "shmem_enabled": selected("shmem_enabled")}
+    """THP as the kernel sets it: anonymous and shmem, shmem per folio size, the policy 2 MiB
+    shmem folios follow, and whether MADV_COLLAPSE works (tried, not assumed)."""
+    k = thp.knobs()
+    try:
+        probe = thp.probe_collapse()
+    except Exception as e:  # the probe must never take the whole check down
+        probe = {"available": None, "detail": f"probe failed: {e}"}
+    return {"enabled": thp.selected(thp.THP / "enabled"), "shmem_enabled": k["shmem_enabled"],
+            "shmem_enabled_by_size": k["sizes"], "shmem_2m_policy": thp.pmd_policy(k),
+            "shmem_2m_for_madvised": thp.pmd_folios_for_advised(k), "madv_collapse": probe}
 
 
 def _hgm_section() -> dict:
@@ -209,7 +213,7 @@ def _needs(features: dict, names: list[str]) -> tuple[dict, list[str]]:
     return needs, why
 
 
-def _modes(uffd: dict, features: dict, pools: dict, hgm: dict) -> dict:
+def _modes(uffd: dict, features: dict, pools: dict, hgm: dict, thp_section: dict) -> dict:
     blocked = [] if uffd["usable"] else ["userfaultfd cannot be used here (see its fixes)"]
     sizes, sizes_missing = _hugetlb_sizes(pools)
 
@@ -237,7 +241,21 @@ def _modes(uffd: dict, features: dict, pools: dict, hgm: dict) -> dict:
         hgm_mode = {"available": not why, "label": HGM_EMULATED, "backing": "shmem",
                     "emulated": True, "page_sizes": []}
     hgm_mode.update({"fetch": "4 KiB", "needs": needs, "why_not": why})
-    return {"hugepage": hugepage, "hgm": hgm_mode}
+
+    needs, why = _needs(features, ["minor_shmem"])
+    knobs = {"shmem_enabled": thp_section["shmem_enabled"],
+             "sizes": thp_section["shmem_enabled_by_size"]}
+    why = blocked + why + thp.why_not(knobs, thp_section["madv_collapse"])
+    if not may_reprioritize():
+        why.append("the destination collapses in the guest's address space (process_madvise "
+                   "MADV_COLLAPSE), which needs CAP_SYS_NICE: fix: run it as root, or grant "
+                   "it CAP_SYS_NICE (AmbientCapabilities=CAP_SYS_NICE in its unit)")
+    thp_mode = {"available": not why, "label": THP_LABEL, "backing": "shmem-thp-2M",
+                "emulated": False, "fetch": "4 KiB", "collapse": "2 MiB (MADV_COLLAPSE)",
+                "page_sizes": [], "needs": {**needs, "madv_collapse":
+                                            thp_section["madv_collapse"]["available"]},
+                "why_not": why}
+    return {"hugepage": hugepage, "hgm": hgm_mode, "thp": thp_mode}
 
 
 # -- the check -----------------------------------------------------------------------------
@@ -247,7 +265,8 @@ def build() -> dict:
     uffd, features = _userfaultfd()
     pool_section = _pool_section()
     probe = _hgm_section()
-    modes = _modes(uffd, features, pool_section, probe)
+    thp_section = _thp()
+    modes = _modes(uffd, features, pool_section, probe, thp_section)
     return {
         "schema": SCHEMA,
         "kernel": _kernel(),
@@ -255,7 +274,7 @@ def build() -> dict:
         "userfaultfd": uffd,
         "features": features,
         "hugepages": pool_section,
-        "thp": _thp(),
+        "thp": thp_section,
         "hgm": probe["present"],
         "hgm_detection": probe,
         "modes": modes,

@@ -53,6 +53,15 @@ def check(r: dict) -> str:
     lines += ["", "transparent hugepages",
               _row("enabled", t["enabled"] or "unknown"),
               _row("shmem_enabled", t["shmem_enabled"] or "unknown")]
+    sizes = t.get("shmem_enabled_by_size") or {}
+    if sizes:
+        lines.append(_row("shmem_enabled per size",
+                          ", ".join(f"{size} {v}" for size, v in sizes.items())))
+    lines.append(_row("2 MiB shmem for MADV_HUGEPAGE",
+                      f"{_yes(t.get('shmem_2m_for_madvised'))} (policy "
+                      f"{t.get('shmem_2m_policy')})"))
+    probe = t.get("madv_collapse") or {}
+    lines.append(_row("MADV_COLLAPSE", f"{_yes(probe.get('available'))}: {probe.get('detail')}"))
 
     g = r["hgm_detection"]
     lines += ["", "HGM (high-granularity hugetlb mapping)",
@@ -63,6 +72,8 @@ def check(r: dict) -> str:
     lines += ["", "modes"]
     for name, m in r["modes"].items():
         what = f"{m['label']}: {m['backing']}, fetch {m['fetch']} per fault"
+        if m.get("collapse"):
+            what += f", collapse {m['collapse']}"
         lines.append(_row(name, ("yes  " if m["available"] else "NO   ") + what))
         for s in m["page_sizes"]:
             how = (f"{s['available']} available in the pool" if not s["reserve_at_run_time"]
@@ -76,7 +87,7 @@ def check(r: dict) -> str:
         lines += ["", "NOT READY: userfaultfd cannot be used here. To fix:"]
         lines += [f"  - {fix}" for fix in u["fixes"]]
     elif not ready:
-        lines += ["", "NOT READY: neither mode can run here (reasons above)"]
+        lines += ["", "NOT READY: no mode can run here (reasons above)"]
     else:
         lines += ["", f"ready: {', '.join(ready)}"]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ PMD_KNOB = THP / "hugepages-2048kB" / "shmem_enabled"
 _HUGE_FOR_ADVISED = ("always", "within_size", "advise")
 
 
-def _selected(path: Path) -> str | None:
+def selected(path: Path) -> str | None:
     try:
         text = path.read_text().strip()
     except OSError:
@@ -39,11 +39,11 @@ def _selected(path: Path) -> str | None:
 def knobs() -> dict:
     """The top-level shmem knob and each per-size one, keyed by size ("2M", "64K", ...)."""
     sizes = {}
-    for d in sorted(THP.glob("hugepages-*kB")):
+    for d in sorted(THP.glob("hugepages-*kB"), key=lambda d: int(d.name[len("hugepages-"):-2])):
         kib = int(d.name[len("hugepages-"):-2])
         label = f"{kib // 1024}M" if kib >= 1024 else f"{kib}K"
-        sizes[label] = _selected(d / "shmem_enabled")
-    return {"shmem_enabled": _selected(THP / "shmem_enabled"), "sizes": sizes}
+        sizes[label] = selected(d / "shmem_enabled")
+    return {"shmem_enabled": selected(THP / "shmem_enabled"), "sizes": sizes}
 
 
 def pmd_policy(k: dict) -> str | None:
@@ -98,6 +98,19 @@ def why_not(k: dict, probe: dict) -> list[str]:
     return why
 
 
+def why_not_for_run() -> list[str]:
+    """Why `migrator experiment` cannot run the thp mode here: as root it sets the knob
+    itself, so only a missing MADV_COLLAPSE, `deny`, or a knob it may not write stop it."""
+    k = knobs()
+    why = [w for w in why_not(k, probe_collapse())
+           if "`echo advise" not in w or not _may_set(k)]
+    return why
+
+
+def _may_set(k: dict) -> bool:
+    return k["shmem_enabled"] not in (None, "deny") and os.access(PMD_KNOB, os.W_OK)
+
+
 @contextlib.contextmanager
 def pmd_folios_advised() -> Iterator[dict]:
     """For the duration: MADV_HUGEPAGE shmem gets 2 MiB folios. Changes only the 2048kB
@@ -124,4 +137,4 @@ def pmd_folios_advised() -> Iterator[dict]:
         yield record
     finally:
         PMD_KNOB.write_text(record["before"])
-        record["restored"] = _selected(PMD_KNOB) == record["before"]
+        record["restored"] = selected(PMD_KNOB) == record["before"]

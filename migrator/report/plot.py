@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..units import format_seconds
 
-MODE_COLORS = {"hgm": "#0f8b8d", "hugepage": "#d9731a"}
+MODE_COLORS = {"hgm": "#0f8b8d", "hugepage": "#d9731a", "thp": "#7c3aed"}
 CYCLE = ["#0f8b8d", "#d9731a", "#2563eb", "#b91c1c", "#7c3aed", "#15803d", "#a16207", "#475569"]
 STYLES = {"fault_latency_seconds": "-", "vcpu_stall_seconds": "--"}
 NAMES = {"fault_latency_seconds": "fault resolution", "vcpu_stall_seconds": "vCPU stall"}

@@ -53,6 +53,57 @@ def _rate(bytes_per_second: float | None) -> str:
     return "–" if not bytes_per_second else f"{bytes_per_second / 1e6:.0f} MB/s"
 
 
+def _collapse(m: dict) -> dict:
+    c = m.get("collapse") or {}
+    return c if c.get("applies") else {}
+
+
+def _collapsed(m: dict, _: dict) -> str:
+    c = _collapse(m)
+    if not c:
+        return "–"
+    text = f"{c['collapsed']}/{c['folios']}"
+    if c.get("failed") or c.get("skipped_poisoned"):
+        text += f" ({c['failed']} failed, {c['skipped_poisoned']} skipped: memory error)"
+    return text
+
+
+def _collapse_time(q: str) -> Callable[[dict, dict], str]:
+    return lambda m, _: duration(_collapse(m)["collapse_seconds"][q]) if _collapse(m) else "–"
+
+
+def _huge_mapped(m: dict, _: dict) -> str:
+    h = (m.get("collapse") or {}).get("huge_mapped") or {}
+    if "pmd_mapped_bytes" not in h:
+        return "–"
+    total = m.get("pages_total", 0) * 4096
+    huge = h["pmd_mapped_bytes"] + h["hugetlb_bytes"]
+    return f"{format_size(huge)}" + (f" ({100 * huge / total:.0f}%)" if total else "")
+
+
+def _rate_after(m: dict, _: dict) -> str:
+    a = m.get("after_migration") or {}
+    if not a.get("accesses_per_second"):
+        return "–"
+    rel = a.get("vs_hugepage")
+    return (f"{a['accesses_per_second'] / 1e6:.1f} M/s"
+            + (f" ({rel:.2f}x hugepage)" if rel is not None else ""))
+
+
+# Huge pages in the guest: what the thp mode collapsed as ranges completed, what is mapped
+# huge at the end (every mode), and what that does to the guest's accesses afterwards.
+HUGE_ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
+    ("2 MiB folios collapsed", _collapsed),
+    ("collapsed during migration",
+     lambda m, _: str(_collapse(m)["collapsed_during_migration"]) if _collapse(m) else "–"),
+    ("collapse p50", _collapse_time("p50")),
+    ("collapse p99", _collapse_time("p99")),
+    ("collapse total", _collapse_time("total")),
+    ("mapped huge after", _huge_mapped),
+    ("access rate after", _rate_after),
+]
+
+
 # (row name, cell(mode result, run config)); config rows first, so runs of different set-ups
 # are not compared unawares.
 ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
@@ -80,6 +131,7 @@ ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
     ("faults waited on background", lambda m, _: str(m.get("faults_waited_on_background", "–"))),
     ("background pull", lambda m, _: _rate(m.get("background_bytes_per_second"))),
     *((f"median fault: {stage}", _anatomy(stage)) for stage in ANATOMY),
+    *HUGE_ROWS,
     ("migration time", lambda m, _: duration(m.get("duration_seconds"))),
     ("result", _result),
 ]
