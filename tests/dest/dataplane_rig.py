@@ -14,7 +14,8 @@ import threading
 from array import array
 from dataclasses import dataclass, field
 
-from cffi_uffd import Feature, Mapping, RegisterMode, Userfaultfd, fallocate, memfd
+from cffi_uffd import (SIZE_2M, Feature, Mapping, RegisterMode, Userfaultfd, advise_huge,
+                       fallocate, memfd, populate)
 from migrator.dest.dataplane import BackgroundPolicy, DataPlane
 from migrator.guest.touch import touch
 from migrator.protocol import PAGE_SIZE
@@ -102,6 +103,7 @@ class Rig:
     pages: int
     policy: BackgroundPolicy = field(default_factory=BackgroundPolicy)
     seed: int = 1
+    thp: bool = False  # memory in 2 MiB THP folios, views 2 MiB aligned (the thp mode)
 
     def __post_init__(self) -> None:
         self.size = self.pages * PAGE_SIZE
@@ -109,9 +111,15 @@ class Rig:
         self.manifest = Manifest("test-image", [Region("ram", 0, self.size)],
                                  digests(self.image), kinds)
         self.fd = memfd("dataplane-test", self.size)
-        fallocate(self.fd, 0, self.size)  # MINOR faults fire only for pages in the page cache
-        self.guest = Mapping.shared(self.fd, self.size)
-        self.alias = Mapping.shared(self.fd, self.size)
+        align = SIZE_2M if self.thp else 0
+        self.guest = Mapping.shared(self.fd, self.size, align=align)
+        self.alias = Mapping.shared(self.fd, self.size, align=align)
+        if self.thp:  # huge folios come from a fault through a MADV_HUGEPAGE view
+            advise_huge(self.alias.address, self.size)
+            advise_huge(self.guest.address, self.size)
+            populate(self.alias.address, self.size)
+        else:
+            fallocate(self.fd, 0, self.size)  # MINOR faults fire only for pages in the cache
         self.uffd = Userfaultfd()
         self.uffd.api(Feature.MINOR_SHMEM | Feature.EXACT_ADDRESS | Feature.THREAD_ID)
         self.uffd.register(self.guest.address, self.size, RegisterMode.MINOR)

@@ -1,7 +1,7 @@
 """Reports of experiment runs, from one real small experiment: files, plot, tables, `migrator report`.
 
 The module runs `migrator experiment --memory 256MiB --hugepage-size 2M --accesses 500` once
-(both modes, real daemons and guests) and renders from what it wrote.
+(the default modes: all three, real daemons and guests) and renders from what it wrote.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from migrator.report import load_run, read_samples, render_run
 from migrator.report.progress import Progress, bar
 from migrator.quantiles import summarize
 
-MODES = ("hgm", "hugepage")
-HGM_COLOR, HUGEPAGE_COLOR = (0x0F, 0x8B, 0x8D), (0xD9, 0x73, 0x1A)
+MODES = ("hgm", "hugepage", "thp")
+HGM_COLOR, HUGEPAGE_COLOR, THP_COLOR = (0x0F, 0x8B, 0x8D), (0xD9, 0x73, 0x1A), (0x7C, 0x3A, 0xED)
 
 
 def migrator(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -57,10 +57,11 @@ def test_experiment_writes_samples_plot_and_report_beside_results(run_dir):
         assert len(samples) == m["fault_latency_seconds"]["count"] > 0
     png = run_dir / "latency-cdf.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _has_color(png, HGM_COLOR) and _has_color(png, HUGEPAGE_COLOR), "both modes drawn"
+    assert all(_has_color(png, c) for c in (HGM_COLOR, HUGEPAGE_COLOR, THP_COLOR)), \
+        "every mode drawn"
     md = (run_dir / "report.md").read_text()
     assert "![fault latency CDF" in md and "(latency-cdf.png)" in md
-    assert "| | hgm | hugepage |" in md
+    assert "| | hgm | hugepage | thp |" in md
     html = (run_dir / "report.html").read_text()
     assert '<img src="latency-cdf.png"' in html and "<table>" in html
 
@@ -70,10 +71,16 @@ def test_report_table_holds_the_measured_numbers(run_dir):
     written = render_run(run, run_dir / "again")
     rows = dict(written.table.rows)
     assert written.table.columns == list(MODES)
-    assert rows["granularity"] == ["4 KiB", "2 MiB"]
+    assert rows["granularity"] == ["4 KiB", "2 MiB", "4 KiB"]
+    assert rows["backing"][2] == "thp (shmem 2 MiB folios)"
+    # thp: every 2 MiB folio collapsed, and the guest mapped by PMDs at the end like hugetlb;
+    # emulated hgm stays at 4 KiB
+    assert rows["2 MiB folios collapsed"] == ["–", "–", "128/128"]
+    assert rows["mapped huge after"] == ["0 B (0%)", "256 MiB (100%)", "256 MiB (100%)"]
+    assert all(r != "–" for r in rows["access rate after"])
     assert rows["faults"] == [str(m["faults"]) for m in run.modes]
     assert rows["pages verified"] == [f"{m['pages_total']}/{m['pages_total']}" for m in run.modes]
-    assert rows["result"] == ["complete", "complete"]
+    assert rows["result"] == ["complete"] * 3
     assert "emulated on shmem" in written.markdown.read_text() or run.results["host"]["hgm"]
 
 
@@ -99,16 +106,17 @@ def test_report_compares_runs_in_one_table_with_a_column_per_run_and_mode(run_di
     done = migrator("report", str(a), str(b), "--out", str(out))
     assert done.returncode == 0, done.stderr
     header = done.stdout.splitlines()[0]
-    assert header.split() == ["a", "·", "hgm", "a", "·", "hugepage", "b", "·", "hgm", "b", "·",
-                              "hugepage"]
+    assert header.split() == ["a", "·", "hgm", "a", "·", "hugepage", "a", "·", "thp",
+                              "b", "·", "hgm", "b", "·", "hugepage", "b", "·", "thp"]
     md = (out / "compare.md").read_text()
-    assert "| | a · hgm | a · hugepage | b · hgm | b · hugepage |" in md
+    assert "| | a · hgm | a · hugepage | a · thp | b · hgm | b · hugepage | b · thp |" in md
     assert "no samples-<mode>.json" in md
     assert (out / "latency-cdf.png").stat().st_size > 0
 
     as_json = json.loads(migrator("report", str(a), str(b), "--json").stdout)
-    assert as_json["columns"] == ["a · hgm", "a · hugepage", "b · hgm", "b · hugepage"]
-    assert as_json["rows"]["faults"][0] == as_json["rows"]["faults"][2]
+    assert as_json["columns"] == ["a · hgm", "a · hugepage", "a · thp", "b · hgm",
+                                  "b · hugepage", "b · thp"]
+    assert as_json["rows"]["faults"][0] == as_json["rows"]["faults"][3]
 
 
 def test_runs_with_the_same_directory_name_are_told_apart(run_dir, tmp_path):
@@ -117,7 +125,7 @@ def test_runs_with_the_same_directory_name_are_told_apart(run_dir, tmp_path):
     done = migrator("report", str(tmp_path / "x" / "latest"), str(tmp_path / "y" / "latest"),
                     "--json")
     columns = json.loads(done.stdout)["columns"]
-    assert len(set(columns)) == 4 and any("x/latest" in c for c in columns)
+    assert len(set(columns)) == 6 and any("x/latest" in c for c in columns)
 
 
 def test_report_of_a_directory_without_results_says_what_to_do(tmp_path):
