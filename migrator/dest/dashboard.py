@@ -124,6 +124,9 @@ class Dashboard:
             "duration_seconds": (m.finished or now) - m.started,
             "fault_latency_histogram": histogram(m.telemetry.fault_latencies()),
             "page_map": page_map(plane.states()),
+            # thp: 2 MiB ranges collapsed so far (null in the other modes)
+            "collapse": ({"folios": m.collapser.ranges, "collapsed": m.collapser.collapsed,
+                          "failed": m.collapser.failed} if m.collapser else None),
         }
 
     # -- handlers -------------------------------------------------------------------------------
