@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from cffi_uffd import Mapping, fallocate
+from cffi_uffd import Mapping, PageExists, Userfaultfd, fallocate
 
 from .. import metrics
 from ..client.stream import PageStream
@@ -48,6 +48,18 @@ class SourceEndpoint:
         return PageStream(self.url, stream, self.token, session, ssl_context=self.ssl_context)
 
 
+def _continue_present(uffd: Userfaultfd, address: int, length: int) -> int:
+    """CONTINUE [address, +length) page by page where not mapped (EEXIST: it still is)."""
+    mapped = 0
+    for a in range(address, address + length, 4096):
+        try:
+            uffd.continue_(a, 4096)
+            mapped += 4096
+        except PageExists:
+            pass
+    return mapped
+
+
 class Migration:
     def __init__(self, session: str, manifest: Manifest, backing: Backing, source: SourceEndpoint,
                  uffd_fd: int, memfd: int, guest_base: int,
@@ -62,6 +74,7 @@ class Migration:
         self.guest_results: dict = {}
         self.stall_samples: list[float] = []  # seconds, as the guest measured them
         self.injected_poison: list[int] = []  # pages poisoned on this host during the run
+        self.thp_errors: list[dict] = []  # thp: ranges mapped again at 4 KiB after an error
         self.closed = False
         self._closing = threading.Lock()
         self.done = threading.Event()
@@ -71,7 +84,7 @@ class Migration:
         self.plane = DataPlane(manifest, backing.granularity, self.alias, uffd_fd, guest_base,
                                policy)
         self.telemetry = Telemetry(self.plane, backing)
-        self.guest_pid, self.guest_thp = guest_pid, guest_thp
+        self.guest_pid, self.guest_thp, self.guest_base = guest_pid, guest_thp, guest_base
         self.huge_mapped: dict | None = None  # the guest's huge mappings at the end
         self.collapser: Collapser | None = None
         if backing.thp:
@@ -251,6 +264,8 @@ class Migration:
                     # Take the page away from the guest (and free it), as memory_failure() would.
                     fallocate(self._memfd, start, end - start, punch_hole=True)
                 plane.poison(granule)
+                if state == PRESENT and self.backing.thp:
+                    remapped = self._remap_around(start, end)
             except BaseException:
                 plane.release_poison_claim(granule, state)
                 raise
@@ -259,8 +274,28 @@ class Migration:
             self.injected_poison.append(page)
             metrics.MEMORY_ERRORS.labels(self.backing.mode, "injected").inc()
             metrics.POISONED_BYTES.labels(self.backing.mode).inc(end - start)
-        return {"page": page, "granule_offset": start, "bytes_inaccessible": end - start,
-                "was": {ABSENT: "absent", PRESENT: "installed", POISONED: "poisoned"}[state]}
+        out = {"page": page, "granule_offset": start, "bytes_inaccessible": end - start,
+               "was": {ABSENT: "absent", PRESENT: "installed", POISONED: "poisoned"}[state]}
+        if state == PRESENT and self.backing.thp:
+            out["remapped_4k_bytes"] = remapped
+        return out
+
+    def _remap_around(self, start: int, end: int) -> int:
+        """thp: punching 4 KiB out of a 2 MiB folio splits it and zaps the guest's PMD over the
+        whole 2 MiB, so the 511 other pages are unmapped with their data intact. Map them again
+        now, at 4 KiB: after the migration no fault loop would answer their MINOR faults. The
+        range stays 4 KiB in the guest: an error costs 4 KiB of memory and 2 MiB of TLB reach.
+        Returns the bytes mapped again."""
+        size = self.backing.collapse_size
+        first = start - start % size
+        last = min(first + size, self.manifest.size)
+        uffd = Userfaultfd(fd=self._uffd_fd)  # borrowed: never closed here
+        base, mapped = self.guest_base, 0
+        for lo, hi in ((first, start), (end, last)):
+            if hi > lo:
+                mapped += _continue_present(uffd, base + lo, hi - lo)
+        self.thp_errors.append({"offset": start, "range": first, "remapped_4k_bytes": mapped})
+        return mapped
 
     def poison_report(self) -> dict:
         granularity = self.backing.granularity
@@ -278,6 +313,7 @@ class Migration:
             "granules": len(self.plane.poisoned),
             "bytes_inaccessible": len(self.plane.poisoned) * granularity,
             "ranges": ranges,
+            "thp_ranges_back_to_4k": self.thp_errors,
         }
 
     # -- reports -----------------------------------------------------------------------------

@@ -19,6 +19,10 @@ from migrator.guest.memory import GuestMemory
 from migrator.protocol.digest import page_digest
 from migrator.protocol.manifest import POISON
 
+from migrator import smaps
+
+from helpers.thp import shmem_thp  # noqa: F401  (fixture)
+
 from .conftest import TOKEN, Dest
 
 POISONED = (100, 700)  # 4 KiB pages; in different 2 MiB huge pages (0 and 1)
@@ -37,7 +41,9 @@ class Guest:
 
     def __init__(self, dest: Dest):
         self.link = DestinationSession(dest.socket, 1)
-        self.memory = GuestMemory(self.link.layout["size"], self.link.layout["memory_page_size"])
+        layout = self.link.layout
+        self.memory = GuestMemory(layout["size"], layout["memory_page_size"],
+                                  layout.get("thp_folio", 0))
         self.link.hand_over(self.memory)
         self.base = self.memory.view.address
 
@@ -133,5 +139,82 @@ def test_poison_endpoint_rejects_bad_requests(source, dest_factory):
                 urllib.request.urlopen(req, timeout=10)
             assert e.value.code == code and words in e.value.read().decode()
         assert dest.alive() and guest.touch([5]) == {}
+    finally:
+        guest.close()
+
+
+# -- thp: what this kernel does with an error in a 2 MiB shmem folio ----------------------------
+
+def _pmd_mapped(guest: Guest) -> int:
+    return smaps.mapping(guest.base)["ShmemPmdMapped"]
+
+
+def _in_huge_folio(guest: Guest, page: int) -> bool:
+    """Whether the page cache page behind a guest page is part of a THP (kpageflags, root)."""
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek((guest.base // 4096 + page) * 8)
+        entry = int.from_bytes(f.read(8), "little")
+    assert entry >> 63, f"page {page} is not mapped"
+    with open("/proc/kpageflags", "rb") as f:
+        f.seek((entry & ((1 << 55) - 1)) * 8)
+        flags = int.from_bytes(f.read(8), "little")
+    return bool(flags >> _KPF_THP & 1)
+
+
+_KPF_THP = 22
+
+
+def test_thp_source_poison_costs_4k_and_leaves_its_range_uncollapsed(poisoned_source,
+                                                                     shmem_thp):  # noqa: F811
+    manifest = fetch_manifest(poisoned_source, TOKEN)
+    dest = Dest(poisoned_source, "thp", SIZE_2M, "--background-delay", "0.5")
+    guest = Guest(dest)
+    try:
+        neighbours = [99, 101, 511, 512, 1100]
+        hits = guest.touch([100, *neighbours, 700])
+        assert set(hits) == {100, 700}  # only the 4 KiB pages
+        for p in neighbours:
+            assert guest.page_digest(p) == manifest.digests[p]
+        complete = guest.link.wait_complete(60)
+        assert complete["phase"] == "complete", complete.get("error")
+        assert complete["poison"]["bytes_inaccessible"] == 2 * 4096
+        c = complete["collapse"]
+        # the two ranges holding an error stay at 4 KiB (a poison marker is no present PTE);
+        # the folio behind them is still huge in the page cache
+        assert (c["skipped_poisoned"], c["collapsed"], c["failed"]) == (2, c["folios"] - 2, 0)
+        assert c["huge_mapped"]["pmd_mapped_bytes"] == 16 * 2**20 - 2 * SIZE_2M
+        assert _pmd_mapped(guest) == 16 * 2**20 - 2 * SIZE_2M
+        assert _in_huge_folio(guest, 101)
+    finally:
+        guest.close()
+        dest.stop()
+
+
+def test_thp_error_after_collapse_splits_the_folio_and_costs_4k(source, dest_factory,
+                                                               shmem_thp):  # noqa: F811
+    manifest = fetch_manifest(source, TOKEN)
+    dest = dest_factory("thp", SIZE_2M)
+    guest = Guest(dest)
+    try:
+        complete = guest.link.wait_complete(60)
+        assert complete["phase"] == "complete"
+        size = complete["pages_total"] * 4096
+        assert _pmd_mapped(guest) == size and _in_huge_folio(guest, 2049)
+        req = urllib.request.Request(
+            f"{dest.url}/v1/migrations/{guest.link.session}/poison", method="POST",
+            data=json.dumps({"page": 2048}).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        result = json.load(urllib.request.urlopen(req, timeout=10))
+        assert result["bytes_inaccessible"] == 4096
+        # the other 511 pages of the range were unmapped by the split, and mapped again at 4 KiB
+        assert result["remapped_4k_bytes"] == SIZE_2M - 4096
+        hits = guest.touch([2048, 2049, 2559, 2600])
+        assert set(hits) == {2048}
+        for p in (2049, 2559, 2600):
+            assert guest.page_digest(p) == manifest.digests[p]
+        # this kernel split the folio: 4 KiB pages now, and that 2 MiB lost its PMD
+        assert not _in_huge_folio(guest, 2049)
+        assert _pmd_mapped(guest) == size - SIZE_2M
+        assert _in_huge_folio(guest, 2600)
     finally:
         guest.close()
