@@ -50,6 +50,7 @@ class Collapser:
         self.ranges = -(-size // range_bytes)
         self.collapsed = self.failed = self.skipped = self.retries = 0
         self.during_migration = 0  # collapsed while other ranges were still missing
+        self.tail_seconds: float | None = None  # from the last page verified to the last collapse
         self.failures: dict[str, int] = {}  # errno name -> ranges
         self.first_failure: str | None = None
         self.seconds: list[float] = []
@@ -141,6 +142,7 @@ class Collapser:
                 "complete": self.plane.ranges_queued, "collapsed": self.collapsed,
                 "collapsed_during_migration": self.during_migration, "failed": self.failed,
                 "skipped_poisoned": self.skipped, "retries": self.retries,
+                "after_last_page_seconds": self.tail_seconds,
                 "failures": dict(self.failures), "first_failure": self.first_failure,
                 "collapse_seconds": {"total": sum(self.seconds), "p50": s["p50"],
                                      "p99": s["p99"], "max": s["max"], "count": s["count"]}}

@@ -191,11 +191,13 @@ class Migration:
             self.fail(f"verified {self.verified_pages} of {expected} pages, "
                       f"{self.plane.mismatched_pages} mismatched")
             return
-        if self.collapser and not self.collapser.drain(_DRAIN_S):
-            log.warning("migration %s: collapses still running after %.0fs", self.session,
-                        _DRAIN_S)
+        self.finished = time.monotonic()  # the last page verified: the migration's end
+        if self.collapser:  # the guest is told it is complete once its last range collapsed
+            if not self.collapser.drain(_DRAIN_S):
+                log.warning("migration %s: collapses still running after %.0fs", self.session,
+                            _DRAIN_S)
+            self.collapser.tail_seconds = time.monotonic() - self.finished
         self.huge_mapped = self._read_huge_mapped()
-        self.finished = time.monotonic()
         self._set_phase("complete")
         self._stop.set()
         self.plane.stop()

@@ -68,6 +68,11 @@ def _collapsed(m: dict, _: dict) -> str:
     return text
 
 
+def _huge_at_handover(m: dict, _: dict) -> str:
+    h = _collapse(m).get("at_handover")
+    return f"{h['huge']}/{h['folios']}" if h else "–"
+
+
 def _collapse_time(q: str) -> Callable[[dict, dict], str]:
     return lambda m, _: duration(_collapse(m)["collapse_seconds"][q]) if _collapse(m) else "–"
 
@@ -93,12 +98,15 @@ def _rate_after(m: dict, _: dict) -> str:
 # Huge pages in the guest: what the thp mode collapsed as ranges completed, what is mapped
 # huge at the end (every mode), and what that does to the guest's accesses afterwards.
 HUGE_ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
+    ("2 MiB folios huge at handover", _huge_at_handover),
     ("2 MiB folios collapsed", _collapsed),
     ("collapsed during migration",
      lambda m, _: str(_collapse(m)["collapsed_during_migration"]) if _collapse(m) else "–"),
     ("collapse p50", _collapse_time("p50")),
     ("collapse p99", _collapse_time("p99")),
     ("collapse total", _collapse_time("total")),
+    ("collapses after the last page",
+     lambda m, _: duration(_collapse(m).get("after_last_page_seconds")) if _collapse(m) else "–"),
     ("mapped huge after", _huge_mapped),
     ("access rate after", _rate_after),
 ]

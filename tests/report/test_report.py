@@ -75,6 +75,7 @@ def test_report_table_holds_the_measured_numbers(run_dir):
     assert rows["backing"][2] == "thp (shmem 2 MiB folios)"
     # thp: every 2 MiB folio collapsed, and the guest mapped by PMDs at the end like hugetlb;
     # emulated hgm stays at 4 KiB
+    assert rows["2 MiB folios huge at handover"] == ["–", "–", "128/128"]
     assert rows["2 MiB folios collapsed"] == ["–", "–", "128/128"]
     assert rows["mapped huge after"] == ["0 B (0%)", "256 MiB (100%)", "256 MiB (100%)"]
     assert all(r != "–" for r in rows["access rate after"])
