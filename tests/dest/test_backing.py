@@ -33,6 +33,15 @@ def test_an_hgm_probe_that_could_not_run_is_not_taken_for_hgm():
     assert choose("hgm", SIZE_2M, unknown).backing == "shmem-emulated-hgm"
 
 
+@pytest.mark.parametrize("size", [SIZE_1G, SIZE_2M])
+def test_thp_faults_4_kib_in_shmem_and_collapses_to_2_mib_whatever_the_huge_page_size(size):
+    b = choose("thp", size, NO_HGM)
+    assert (b.backing, b.label) == ("shmem-thp-2M", "thp (shmem 2 MiB folios)")
+    assert (b.memory_page_size, b.granularity, b.hugepage_size) == (PAGE_SIZE, PAGE_SIZE, size)
+    assert b.collapse_size == SIZE_2M and b.thp
+    assert not choose("hgm", size, NO_HGM).thp
+
+
 def test_an_unknown_mode_names_the_known_ones():
     with pytest.raises(ValueError, match=", ".join(MODES)):
-        choose("thp", SIZE_2M, NO_HGM)
+        choose("thb", SIZE_2M, NO_HGM)
