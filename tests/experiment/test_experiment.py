@@ -1,4 +1,4 @@
-"""`migrator experiment` end to end: both modes, results.json as documented, memory errors."""
+"""`migrator experiment` end to end: the three modes, results.json as documented, memory errors."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_poison_costs_a_huge_page_without_hgm_and_4k_with_it(tmp_path):
     r = _experiment(tmp_path, "--poison-pages", "10,600,5000")
     assert {size: p["total"] for size, p in pools.snapshot().items()} == before  # given back
     modes = {m["mode"]: m for m in r["modes"]}
-    assert set(modes) == {"hgm", "hugepage"}
+    assert set(modes) == {"hgm", "hugepage", "thp"}  # the default: all three
     for m in modes.values():
         assert m["phase"] == "complete" and m["mismatched_pages"] == 0
         assert SUMMARY <= set(m["fault_latency_seconds"]) and SUMMARY <= set(m["vcpu_stall_seconds"])
@@ -40,4 +40,13 @@ def test_poison_costs_a_huge_page_without_hgm_and_4k_with_it(tmp_path):
     assert modes["hugepage"]["backing"] == "hugetlb-2M"
     assert modes["hugepage"]["poison"]["bytes_inaccessible"] == 3 * (2 << 20)
     assert r["poison"]["bytes_inaccessible_ratio_hugepage_to_hgm"] == pytest.approx(512)
+    # thp: each error costs 4 KiB, and its 2 MiB range stays at 4 KiB mappings (pages 10, 600
+    # and 5000 are in three ranges): counted, and read back from the guest's smaps
+    thp = modes["thp"]
+    assert thp["poison"]["bytes_inaccessible"] == 3 * 4096
+    assert r["poison"]["per_mode"]["thp"]["bytes_inaccessible"] == 3 * 4096
+    c = thp["collapse"]
+    assert (c["skipped_poisoned"], c["collapsed"], c["failed"]) == (3, 64 - 3, 0)
+    assert c["huge_mapped"]["pmd_mapped_bytes"] == (128 - 3 * 2) << 20
+    assert thp["after_migration"] is None  # no access rate over poisoned memory
     assert r["host"]["hgm"] is False and r["host"]["hgm_detection"]["method"].startswith("madvise")
