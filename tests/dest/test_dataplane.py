@@ -151,6 +151,9 @@ def test_the_background_stands_back_for_a_fault_only_when_the_vcpus_can_fill_the
     time.sleep(0.3)
     requested = r.plane.counters("background").requests
     assert (requested == 0) == r.plane.stands_back
+    zero = [p for p in range(r.pages) if r.manifest.kinds[p] == 1]
+    swept = any(r.plane.state(p) == PRESENT for p in zero)  # the zero sweep stands back too
+    assert swept != r.plane.stands_back
     held.release.set()
     vcpu.join(timeout=10)
     _wait(lambda: r.plane.complete, what="completion")
