@@ -8,7 +8,7 @@ from cffi import FFI
 
 _HERE = Path(__file__).parent
 _SOURCES = ["histogram.c", "dest_fetch.c", "dest_faults.c", "dest_background.c", "dest_collapse.c",
-            "source_sender.c"]
+            "source_sender.c", "source_inject.c"]
 
 CDEF = """
 #define DP_HIST_BUCKETS ...
@@ -22,6 +22,7 @@ CDEF = """
 #define DP_BACKGROUND ...
 #define DP_PRESENT ...
 #define DP_POISONED ...
+#define SRC_INJECT_KINDS ...
 
 struct dp_histogram { uint64_t bounds_ns[...]; uint64_t counts[...]; uint64_t sum_ns; ...; };
 struct dp_counters {
@@ -88,6 +89,11 @@ struct src_stream {
     struct dp_histogram latency;
     const uint8_t *initial;
     size_t initial_len;
+    uint32_t corrupt_threshold;
+    const uint8_t *always_wrong;
+    uint8_t *served_wrong;
+    uint64_t rng;
+    uint64_t injected[...];
     ...;
 };
 int src_serve(struct src_stream *s);

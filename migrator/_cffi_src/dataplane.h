@@ -174,6 +174,10 @@ int dp_collapse_init(struct dp_migration *m, uint64_t span, int eventfd);
 void dp_collapse_free(struct dp_migration *m);
 
 /* source */
+/* The kinds of wrong page replies injected, in the order of src_stream.injected. */
+enum { SRC_FLIPPED_BIT = 0, SRC_OTHER_PAGE = 1, SRC_STALE = 2, SRC_SHORT_FRAME = 3,
+       SRC_INJECT_KINDS = 4 };
+struct iovec;
 struct src_stream {
 	int fd;
 	const uint8_t *image;
@@ -185,7 +189,17 @@ struct src_stream {
 	const uint8_t *initial;     /* bytes read before the handover */
 	size_t initial_len;
 	char error[256];
+
+	/* corruption injection (source_inject.c); off while threshold is 0 and always_wrong NULL */
+	uint32_t corrupt_threshold; /* a page is served wrong with probability threshold / 2^32 */
+	const uint8_t *always_wrong;  /* page -> 1: served wrong every time; NULL: none */
+	uint8_t *served_wrong;      /* page -> 1 once served wrong at random (per session, shared
+	                               by its streams): its next request is served right */
+	uint64_t rng;               /* xorshift64 state, not 0 */
+	uint64_t injected[SRC_INJECT_KINDS];
 };
 int src_serve(struct src_stream *s);
+int src_write_all(struct src_stream *s, struct iovec *iov, int n);
+int src_send_injected(struct src_stream *s, const struct dp_request *r);
 
 #endif

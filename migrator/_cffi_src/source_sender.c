@@ -23,7 +23,7 @@
 #define ERROR_BODY_MAX 4096
 
 /* Write all of iov, waiting for room. Returns 0, or -errno when the peer is gone or we stop. */
-static int write_all(struct src_stream *s, struct iovec *iov, int n)
+int src_write_all(struct src_stream *s, struct iovec *iov, int n)
 {
 	while (n) {
 		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = n };
@@ -63,7 +63,7 @@ static int refuse(struct src_stream *s, const struct dp_request *r, uint16_t sta
 	else
 		s->bad_request++;
 	s->requests++;
-	return write_all(s, iov, 2);
+	return src_write_all(s, iov, 2);
 }
 
 /* The same checks and messages as PageRequest.check in migrator/protocol/frames.py. */
@@ -85,9 +85,11 @@ static int check_and_send(struct src_stream *s, const struct dp_request *r)
 			 (unsigned long)r->offset, r->length, (unsigned long)s->size);
 		return refuse(s, r, 416, message);
 	}
+	if (s->corrupt_threshold || s->always_wrong)
+		return src_send_injected(s, r);
 	struct dp_reply h = { r->id, DP_STATUS_OK, 0, r->offset, r->length };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)(s->image + r->offset), r->length } };
-	int rc = write_all(s, iov, 2);
+	int rc = src_write_all(s, iov, 2);
 	if (rc == 0) {
 		s->requests++;
 		s->bytes += r->length;

@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("results/latest"))
     p.add_argument("--json", action="store_true", help="print results.json to stdout, no progress")
     options.add_poison(p, "on the source, and compare how much memory each mode loses")
+    options.add_corruption(p)
     options.add_background_policy(p)
     two = p.add_argument_group(
         "two hosts", "run the source and the destinations in two network namespaces joined by "
@@ -93,7 +94,9 @@ def run(args) -> int:
     plan = Plan(args.memory, hp, modes, args.pattern, args.vcpus, args.accesses,
                 args.write_ratio, args.seed, args.out, link=_link_spec(args), quiet=args.json,
                 poison_rate=args.poison, poison_pages=args.poison_pages,
-                policy=options.background_policy(args))
+                policy=options.background_policy(args),
+                corruption_rate=args.inject_corruption,
+                corruption_pages=args.inject_corruption_pages)
     results = run_plan(plan)
     if args.json:
         json.dump(results, sys.stdout, indent=2)

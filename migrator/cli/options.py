@@ -115,6 +115,19 @@ def add_poison(p: argparse.ArgumentParser, where: str) -> None:
                         help=f"poison exactly these 4 KiB pages {where}, e.g. 12,4096-4100")
 
 
+def add_corruption(p: argparse.ArgumentParser) -> None:
+    """Wrong bytes in the source's page replies, to exercise the destination's checks."""
+    g = p.add_argument_group("corruption injection", "serve wrong page bytes on the page "
+                             "streams (a flipped bit, another offset's page, a stale version, "
+                             "a short frame), so the destination's refetch and failure paths run")
+    g.add_argument("--inject-corruption", type=_typed(_ratio), default=0.0, metavar="RATE",
+                   help="serve this fraction of 4 KiB pages wrong once each, e.g. 0.01: the "
+                        "next request for the page is served right (default 0)")
+    g.add_argument("--inject-corruption-pages", metavar="LIST",
+                   help="serve these 4 KiB pages wrong every time, e.g. 12,4096-4100: the "
+                        "migration must fail naming one")
+
+
 def add_workload(p: argparse.ArgumentParser, accesses: int, seed: int) -> None:
     """The synthetic guest's vCPUs and what they touch."""
     p.add_argument("--vcpus", type=count, default=4)

@@ -12,6 +12,7 @@ from ..listen import check_exposure
 from ..protocol.poison import parse_pages, sample_pages
 from ..source.daemon import LOOPS, run
 from ..source.image import GuestImage
+from ..source.inject import Corruption
 from ..tls import server_context_from_args
 from ..units import parse_size
 from . import options
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="serve this file's bytes instead of a generated image")
     options.add_token_file(p)
     options.add_poison(p, "of the image, chosen deterministically from --seed")
+    options.add_corruption(p)
     options.add_tls_server(p)
     p.add_argument("--loop", choices=LOOPS, default="auto",
                    help="event loop (default auto: the faster one measured here, uvloop)")
@@ -56,8 +58,10 @@ def main(args: argparse.Namespace) -> int:
             image = GuestImage.generate(args.memory or parse_size(DEFAULT_MEMORY), args.seed)
         image.poison(parse_pages(args.poison_pages, image.pages) if args.poison_pages
                      else sample_pages(args.poison, image.pages, args.seed))
+        corruption = Corruption.parse(args.inject_corruption, args.inject_corruption_pages,
+                                      image.pages)
     except (ValueError, OSError) as e:
         raise MigratorError(str(e)) from e
     return run(image, args.listen, token, loop=args.loop,
                ready_seconds=time.monotonic() - started, access_log=args.access_log,
-               ssl_context=ssl_context)
+               ssl_context=ssl_context, corruption=corruption)

@@ -44,6 +44,8 @@ class Plan:
     poison_rate: float = 0.0  # fraction of pages poisoned on the source (memory errors)
     poison_pages: str | None = None  # or exactly these pages, e.g. "12,4096-4100"
     policy: BackgroundPolicy = field(default_factory=BackgroundPolicy)
+    corruption_rate: float = 0.0  # fraction of pages the source serves wrong once
+    corruption_pages: str | None = None  # pages the source always serves wrong
     quiet: bool = False
     progress: Progress = field(init=False, repr=False)
 
@@ -246,14 +248,20 @@ def run(plan: Plan) -> dict:
             "write_ratio": plan.write_ratio, "seed": plan.seed,
             "background_policy": asdict(plan.policy),
             "shmem_thp_knob": thp_knob,
+            "inject_corruption": {"rate": plan.corruption_rate,
+                                  "pages": plan.corruption_pages},
         }
         endpoint, source_url = hosts.source()
         _say(plan, f"generating a {format_size(plan.memory)} guest image (seed {plan.seed}) "
                    "and starting the source")
         poison = (["--poison-pages", plan.poison_pages] if plan.poison_pages else
                   ["--poison", str(plan.poison_rate)] if plan.poison_rate else [])
+        corruption = ((["--inject-corruption", str(plan.corruption_rate)]
+                       if plan.corruption_rate else [])
+                      + (["--inject-corruption-pages", plan.corruption_pages]
+                         if plan.corruption_pages else []))
         source = start_source(["--listen", endpoint.listen, "--memory", str(plan.memory),
-                               "--seed", str(plan.seed), *poison], plan.out, url=endpoint.url,
+                               "--seed", str(plan.seed), *poison, *corruption], plan.out, url=endpoint.url,
                               env={"MIGRATOR_TOKEN": token}, prefix=hosts.source_prefix,
                               timeout=300)
         try:

@@ -11,7 +11,7 @@ import random
 from .errors import ProtocolError
 
 
-def parse_pages(text: str, pages: int) -> set[int]:
+def parse_pages(text: str, pages: int, what: str = "poison") -> set[int]:
     """'12,4096-4100' -> {12, 4096, ..., 4100}, each below pages."""
     out: set[int] = set()
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -19,9 +19,9 @@ def parse_pages(text: str, pages: int) -> set[int]:
             first, _, last = part.partition("-")
             lo, hi = int(first), int(last or first)
         except ValueError:
-            raise ProtocolError(f"poison page {part!r} is not N or N-M (4 KiB page indices)") from None
+            raise ProtocolError(f"{what} page {part!r} is not N or N-M (4 KiB page indices)") from None
         if not 0 <= lo <= hi < pages:
-            raise ProtocolError(f"poison pages {part!r} are outside the image's {pages} pages")
+            raise ProtocolError(f"{what} pages {part!r} are outside the image's {pages} pages")
         out.update(range(lo, hi + 1))
     return out
 

@@ -16,6 +16,7 @@ from migrator.listen import Listen, check_exposure
 from migrator.units import format_size
 
 from .image import GuestImage
+from .inject import Corruption
 from .server import create_app
 
 log = logging.getLogger("migrator.source")
@@ -46,21 +47,22 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run(image: GuestImage, listen: Listen, token: str | None, loop: str = "auto",
         ready_seconds: float | None = None, access_log: bool = False,
-        ssl_context: ssl.SSLContext | None = None) -> int:
+        ssl_context: ssl.SSLContext | None = None, corruption: Corruption | None = None) -> int:
     """Serve image until SIGTERM or SIGINT; returns the exit status."""
     check_exposure(listen, token)
     factory = loop_factory(loop)
     loop_name = AUTO_LOOP if loop == "auto" else loop
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(_serve(image, listen, token, loop_name, ready_seconds, access_log,
-                                 ssl_context))
+                                 ssl_context, corruption))
 
 
 async def _serve(image: GuestImage, listen: Listen, token: str | None, loop_name: str,
                  ready_seconds: float | None, access_log: bool,
-                 ssl_context: ssl.SSLContext | None = None) -> int:
+                 ssl_context: ssl.SSLContext | None = None,
+                 corruption: Corruption | None = None) -> int:
     started = time.monotonic()
-    app = create_app(image, token)
+    app = create_app(image, token, corruption)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
                            keepalive_timeout=KEEPALIVE_TIMEOUT,
                            access_log=logging.getLogger("aiohttp.access") if access_log else None)
@@ -83,6 +85,9 @@ async def _serve(image: GuestImage, listen: Listen, token: str | None, loop_name
         log.info("source listening on %s: image %s from %s (id %s, ready in %.1f s), auth %s, "
                  "loop %s", url, format_size(image.size), image.origin,
                  image.image_id, ready, "on" if token else "off", loop_name)
+        if corruption is not None:
+            log.warning("injecting corruption: %g of pages wrong once at random, %d pages "
+                        "always wrong", corruption.rate, len(corruption.pages))
         await stop.wait()
         log.info("source stopping on %s", received[0])
     finally:

@@ -17,6 +17,7 @@ from typing import Callable
 from .. import metrics
 from .._dataplane import ffi, lib
 from ..protocol.frames import MAX_REQUEST_LENGTH
+from .inject import KINDS, Corruption
 from .served import Counters
 
 _FOLDED = ("requests", "bytes", "bad_request", "out_of_range")
@@ -24,7 +25,8 @@ _FOLDED = ("requests", "bytes", "bad_request", "out_of_range")
 
 class PageSender:
     def __init__(self, kind: str, fd: int, image: memoryview, initial: bytes,
-                 counters: list[Counters], stall_s: float):
+                 counters: list[Counters], stall_s: float,
+                 corruption: Corruption | None = None, served_wrong: bytearray | None = None):
         self.kind, self.fd = kind, fd
         self._image = ffi.from_buffer("uint8_t[]", image)
         self._initial = ffi.new("uint8_t[]", initial or b"\0")
@@ -33,8 +35,17 @@ class PageSender:
         s.stall_ms = int(stall_s * 1000)
         s.initial, s.initial_len = self._initial, len(initial)
         metrics.set_bounds(s.latency)
+        if corruption is not None:
+            # kept alive as long as the C side points into them
+            self._always = (ffi.from_buffer("uint8_t[]", corruption.always_wrong)
+                            if corruption.always_wrong else ffi.NULL)
+            self._served_wrong = ffi.from_buffer("uint8_t[]", served_wrong)
+            s.corrupt_threshold, s.always_wrong = corruption.threshold, self._always
+            s.served_wrong = self._served_wrong
+            s.rng = int.from_bytes(os.urandom(8), "little") | 1
         self._counters = counters
         self._folded = dict.fromkeys(_FOLDED, 0)
+        self._injected = [0] * len(KINDS)
         self._lock = threading.Lock()
         self._latency = metrics.NativeHistogram(s.latency,
                                                 metrics.SOURCE_REQUEST_LATENCY.labels(kind))
@@ -65,13 +76,22 @@ class PageSender:
             now = {name: getattr(s, name) for name in _FOLDED}
             d = {name: now[name] - self._folded[name] for name in _FOLDED}
             self._folded = now
+            injected = [s.injected[i] for i in range(len(KINDS))]
+            wrong = [n - was for n, was in zip(injected, self._injected)]
+            self._injected = injected
             self._latency.fold()
         for c in self._counters:
             c.requests += d["requests"]
             c.bytes += d["bytes"]
             c.bad_request += d["bad_request"]
             c.out_of_range += d["out_of_range"]
+            c.injected = [a + b for a, b in zip(c.injected, wrong)]
 
 
 def stalled(rc: int) -> bool:
     return rc == -errno.ETIMEDOUT
+
+
+def cut_short(rc: int) -> bool:
+    """The sender ended the stream after a short frame it was told to inject."""
+    return rc == -errno.ECONNABORTED

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from migrator import metrics
 
+from .inject import KINDS
+
 MAX_SESSIONS = 1024  # the oldest sessions are forgotten beyond this; the totals keep them
 ENDPOINTS = ("manifest", "pages", "urgent", "background", "status", "metrics")
 
@@ -23,6 +25,7 @@ class Counters:
     bytes: int = 0  # page bytes sent
     bad_request: int = 0  # answered with 400
     out_of_range: int = 0  # answered with 416
+    injected: list[int] = field(default_factory=lambda: [0] * len(KINDS))  # wrong pages, by kind
 
     def add(self, nbytes: int) -> None:
         self.requests += 1
@@ -36,9 +39,12 @@ class Counters:
             self.bad_request += 1
 
     def as_json(self) -> dict:
-        return {"requests": self.requests, "bytes": self.bytes,
-                "errors": self.bad_request + self.out_of_range,
-                "bad_request": self.bad_request, "out_of_range": self.out_of_range}
+        out = {"requests": self.requests, "bytes": self.bytes,
+               "errors": self.bad_request + self.out_of_range,
+               "bad_request": self.bad_request, "out_of_range": self.out_of_range}
+        if any(self.injected):
+            out["injected_wrong_pages"] = dict(zip(KINDS, self.injected))
+        return out
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Session:
     streams_open: int = 0
     urgent: Counters = field(default_factory=Counters)
     background: Counters = field(default_factory=Counters)
+    served_wrong: bytearray | None = None  # corruption injection: pages served wrong once
 
     def as_json(self) -> dict:
         return {"first_seen": self.first_seen, "streams_open": self.streams_open,

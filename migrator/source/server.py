@@ -23,8 +23,9 @@ from migrator.webauth import refuse_bodies, require_token
 from migrator.protocol import API_VERSION, PAGE_SIZE, PREFIX, frames
 from migrator.protocol.frames import PageRequest
 
-from .appkeys import IMAGE_KEY, MANIFEST_KEY, STATS_KEY, STREAMS_KEY, TOKEN_KEY
+from .appkeys import CORRUPTION_KEY, IMAGE_KEY, MANIFEST_KEY, STATS_KEY, STREAMS_KEY, TOKEN_KEY
 from .image import GuestImage
+from .inject import Corruption
 from .served import Stats
 from .streams import handle_stream
 
@@ -116,6 +117,8 @@ async def _status(request: web.Request) -> web.Response:
                   "regions": [{"name": r.name, "offset": r.offset, "size": r.size}
                               for r in image.regions]},
         "auth": request.app.get(TOKEN_KEY) is not None,
+        "inject_corruption": (request.app[CORRUPTION_KEY].as_json()
+                              if CORRUPTION_KEY in request.app else None),
         **request.app[STATS_KEY].as_json(),
     })
 
@@ -141,8 +144,10 @@ def _create_series() -> None:
         metrics.SOURCE_REQUESTS.labels(endpoint, "ok")
 
 
-def create_app(image: GuestImage, token: str | None = None) -> web.Application:
-    """The source's aiohttp application serving image; token None means no auth."""
+def create_app(image: GuestImage, token: str | None = None,
+               corruption: Corruption | None = None) -> web.Application:
+    """The source's aiohttp application serving image; token None means no auth; corruption:
+    wrong bytes to inject into page stream replies (None: none)."""
     _create_series()
     app = web.Application(middlewares=[require_token(token, on_reject=_count_unauthorized), refuse_bodies()],
                           client_max_size=64 << 10)
@@ -151,6 +156,8 @@ def create_app(image: GuestImage, token: str | None = None) -> web.Application:
     app[STREAMS_KEY] = set()
     if token is not None:
         app[TOKEN_KEY] = token
+    if corruption is not None:
+        app[CORRUPTION_KEY] = corruption
     app[MANIFEST_KEY] = image.manifest.encode()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get(f"{PREFIX}/manifest", _manifest)

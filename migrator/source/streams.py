@@ -25,8 +25,8 @@ from aiohttp import hdrs, web
 
 from migrator.protocol.handshake import STREAMS, UPGRADE_TOKEN
 
-from .appkeys import IMAGE_KEY, STATS_KEY, STREAMS_KEY
-from .sender import PageSender, stalled
+from .appkeys import CORRUPTION_KEY, IMAGE_KEY, STATS_KEY, STREAMS_KEY
+from .sender import PageSender, cut_short, stalled
 
 log = logging.getLogger("migrator.source")
 
@@ -151,6 +151,9 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
 
     image, stats, registry = (request.app[k] for k in (IMAGE_KEY, STATS_KEY, STREAMS_KEY))
     record = stats.session(session)
+    corruption = request.app.get(CORRUPTION_KEY)
+    if corruption is not None and record.served_wrong is None:
+        record.served_wrong = corruption.session_map()
     loop = asyncio.get_running_loop()
     closed: asyncio.Future = loop.create_future()
     handover = Handover(request.protocol, closed)
@@ -161,7 +164,8 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     fd = await _sender_socket(transport, handover)
     sender = PageSender(kind, fd, image.view, bytes(handover.received),
-                        [stats.endpoints[kind], getattr(record, kind)], FRAME_STALL_S)
+                        [stats.endpoints[kind], getattr(record, kind)], FRAME_STALL_S,
+                        corruption, record.served_wrong)
     ended: asyncio.Future = loop.create_future()
     registry.add(sender)
     stats.senders.add(sender)
@@ -179,6 +183,10 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
             log.warning("closing the %s stream of session %s: half a request, then nothing "
                         "for %.0f s", kind, session, FRAME_STALL_S)
             transport.abort()  # not close(): that would wait for a peer that may not read
+        elif cut_short(rc):
+            log.info("closing the %s stream of session %s after an injected short frame",
+                     kind, session)
+            transport.close()
         else:
             transport.close()
     finally:
