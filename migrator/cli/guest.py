@@ -52,8 +52,8 @@ def _print(r: dict) -> None:
               f"{us(v['max'])} {v['total'] * 1e3:9.1f}")
     m, ver = r.get("migration", {}), r.get("verify", {})
     print(f"migration {m.get('phase')}: verified {m.get('verified_pages')} pages, "
-          f"{m.get('mismatched_pages')} mismatched; guest check: {ver.get('sampled_pages')} "
-          f"pages sampled, {ver.get('mismatched_pages')} mismatched, "
+          f"{m.get('mismatched_pages')} mismatched; guest check: {ver.get('pages_checked')} "
+          f"pages checked, {ver.get('mismatched_pages')} mismatched, "
           f"{ver.get('writes_checked')} writes checked, {ver.get('writes_lost')} lost")
     if m.get("error"):
         print(f"migration error: {m['error']}")

@@ -44,10 +44,13 @@ class DestDaemon:
         self.backing: Backing = choose(mode, hugepage_size, self.hgm)
         metrics.start_dest_series(mode, self.backing.backing, PHASES)
         self.manifest = self._fetch_manifest(manifest_deadline)
-        if self.manifest.size % hugepage_size:
+        # Only memory made of huge pages must be a whole number of them: hgm emulated on
+        # shmem has 4 KiB pages whatever --hugepage-size says, thp 2 MiB folios.
+        align = max(self.backing.memory_page_size, self.backing.collapse_size)
+        if self.manifest.size % align:
             raise MigratorError(f"the image is {self.manifest.size} bytes, not a multiple of the "
-                                f"{hugepage_size}-byte huge page; use --hugepage-size 2M or "
-                                f"another image")
+                                f"{align}-byte huge page of {self.backing.backing}; use "
+                                f"--hugepage-size 2M or another image")
         self.migrations: list[Migration] = []
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None

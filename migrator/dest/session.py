@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import sys
+from array import array
 import socket
 import struct
 import threading
@@ -12,7 +15,7 @@ from typing import Callable
 
 from .. import metrics, unixmessages
 from ..protocol.errors import ProtocolError
-from ..protocol.guest import MAX_DIGEST_PAGES, VERSION, check_regions, expect
+from ..protocol.guest import MAX_DIGEST_PAGES, MAX_DIGEST_RANGE, VERSION, check_regions, expect
 from .migration import Migration
 
 log = logging.getLogger("migrator.dest")
@@ -159,8 +162,22 @@ class GuestSession:
         self._on_guest_result({k: v for k, v in msg.items() if k not in ("samples_ns", "events")})
 
     def _on_digests(self, msg: dict) -> None:
-        pages = msg.get("pages")
         digests = self.daemon.manifest.digests
+        if "first" in msg:
+            first, count = msg.get("first"), msg.get("count")
+            if (type(first) is not int or type(count) is not int or first < 0
+                    or not 0 < count <= MAX_DIGEST_RANGE or first + count > len(digests)):
+                raise ProtocolError(f"'first' and 'count' must be integers with 0 < count <= "
+                                    f"{MAX_DIGEST_RANGE} and first + count <= {len(digests)}")
+            raw = memoryview(digests)[first:first + count].tobytes()
+            if sys.byteorder != "little":
+                swapped = array("Q", raw)
+                swapped.byteswap()
+                raw = swapped.tobytes()
+            self._send({"type": "digests", "first": first,
+                        "xxh3_64_le": base64.b64encode(raw).decode()})
+            return
+        pages = msg.get("pages")
         if (not isinstance(pages, list) or len(pages) > MAX_DIGEST_PAGES
                 or not all(isinstance(p, int) and 0 <= p < len(digests) for p in pages)):
             raise ProtocolError(f"'pages' must be a list of at most {MAX_DIGEST_PAGES} page "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cffi_uffd import SIZE_2M
 
+from ..bench import verdict
 from ..client.dest import DestClient
 from ..dest.dataplane import BackgroundPolicy
 from ..errors import MigratorError
@@ -180,7 +181,12 @@ def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token:
                    f"{migration['faults']} faults, {migration['verified_pages']} pages verified, "
                    f"{migration['mismatched_pages']} mismatched")
         _save_samples(plan, mode, dest.client, guest_result["session"])
-        return _result(migration, guest_result)
+        result = _result(migration, guest_result)
+        result["guest_exit_status"] = guest.returncode
+        result["problems"] = verdict.problems(migration, guest_result.get("verify"),
+                                              vcpus_blocked=bool(guest_result.get("vcpus_blocked")),
+                                              guest_exit_status=guest.returncode)
+        return result
     finally:
         dest.stop()
 
@@ -193,10 +199,12 @@ def _result(m: dict, guest: dict) -> dict:
             "phase", "error", "faults_waited_on_background", "background_bytes_per_second",
             "background_policy", "background_niced", "background_stands_back", "fault_stages")
     out = {k: m.get(k) for k in keys}
-    out["vcpu_stall_seconds"] = guest["vcpu_stall_seconds"]
-    out["per_vcpu"] = guest["per_vcpu"]
+    # a guest whose migration failed under its vCPUs reports only that they were left blocked
+    out["vcpu_stall_seconds"] = guest.get("vcpu_stall_seconds")
+    out["per_vcpu"] = guest.get("per_vcpu", [])
     out["guest_verify"] = guest.get("verify")
-    out["vcpu_run_seconds"] = guest["vcpu_run_seconds"]
+    out["vcpu_run_seconds"] = guest.get("vcpu_run_seconds")
+    out["vcpus_blocked"] = bool(guest.get("vcpus_blocked"))
     out["poison"] = {**(m.get("poison") or {}), "guest_sigbus": guest.get("sigbus", {})}
     out["collapse"] = m.get("collapse")
     out["after_migration"] = guest.get("after_migration")

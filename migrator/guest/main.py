@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import random
 import struct
 import threading
 import time
 
 from ..errors import MigratorError
 from ..protocol import PAGE_SIZE
-from ..protocol.digest import page_digest
-from ..protocol.guest import MAX_DIGEST_PAGES
+from ..protocol.digest import mismatches
+from ..protocol.guest import MAX_DIGEST_RANGE
 from ..quantiles import summarize
 from . import rate, trace, vcpu
 from .memory import GuestMemory
@@ -18,7 +17,6 @@ from .session import DestinationSession
 
 MAX_STALL_SAMPLES = 200_000
 MAX_STALL_EVENTS = 100_000  # (page, start, stall): the fault anatomy's guest side
-VERIFY_SAMPLE_PAGES = 2048
 AFTER_LOADS = 2_000_000  # random loads per round of the after-migration access rate
 
 
@@ -87,8 +85,7 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
         result["migration"] = {k: v for k, v in complete.items() if k not in ("type", "guest")}
         if complete.get("phase") == "complete":
             poisoned = complete.get("poison", {}).get("ranges", [])
-            result["verify"] = verify(dest, memory, vcpu.expected_writes(runs), pages, seed,
-                                      poisoned)
+            result["verify"] = verify(dest, memory, vcpu.expected_writes(runs), pages, poisoned)
             dest.send({"type": "verify", **result["verify"]})
             if not poisoned:  # a load of poisoned memory would be a machine check
                 result["after_migration"] = rate.access_rate(memory.view, AFTER_LOADS, seed)
@@ -109,26 +106,46 @@ def _in_ranges(offset: int, ranges: list[list[int]]) -> bool:
     return any(start <= offset < start + length for start, length in ranges)
 
 
+def _readable_runs(pages: int, poisoned: list[list[int]]) -> list[tuple[int, int]]:
+    """[first, end) page runs outside the poisoned byte ranges."""
+    runs, at = [], 0
+    for start, length in sorted(poisoned):
+        first = start // PAGE_SIZE
+        if first > at:
+            runs.append((at, first))
+        at = max(at, -(-(start + length) // PAGE_SIZE))
+    if at < pages:
+        runs.append((at, pages))
+    return runs
+
+
 def verify(dest: DestinationSession, memory: GuestMemory, expected: dict[int, int], pages: int,
-           seed: int, poisoned: list[list[int]] = ()) -> dict:
-    """Read back a sample of pages we did not write against the manifest; check our writes.
+           poisoned: list[list[int]] = ()) -> dict:
+    """Check all of our memory at the end: every page we did not write against the manifest's
+    digest (asked of the destination in ranges), every word we wrote.
 
     Poisoned memory (ranges from the destination) is left out: reading it would be a machine
     check. Writes into memory poisoned afterwards are lost, and counted as such.
     """
+    began = time.monotonic()
     base = memory.view.address
     written_pages = {(a - base) // PAGE_SIZE for a in expected}
-    rng = random.Random(f"{seed}:verify")
-    candidates = [p for p in rng.sample(range(pages), min(pages, VERIFY_SAMPLE_PAGES * 2))
-                  if p not in written_pages and not _in_ranges(p * PAGE_SIZE, poisoned)]
-    candidates = candidates[:min(VERIFY_SAMPLE_PAGES, MAX_DIGEST_PAGES)]
-    digests = dest.digests(candidates)
     view = memory.view.view
-    mismatched = [p for p, d in zip(candidates, digests)
-                  if page_digest(view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]) != d]
+    mismatched: list[int] = []
+    checked = 0
+    for first, end in _readable_runs(pages, poisoned):
+        for lo in range(first, end, MAX_DIGEST_RANGE):
+            hi = min(end, lo + MAX_DIGEST_RANGE)
+            want = dest.digest_range(lo, hi - lo)
+            bad = mismatches(view[lo * PAGE_SIZE:hi * PAGE_SIZE], want, 0)
+            mismatched += [lo + i for i in bad if lo + i not in written_pages]
+            checked += hi - lo - sum(1 for p in written_pages if lo <= p < hi)
     poisoned_writes = [a for a in expected if _in_ranges(a - base, poisoned)]
     lost = [a for a, value in expected.items() if not _in_ranges(a - base, poisoned)
             and struct.unpack_from("<Q", view, a - base)[0] != value]
-    return {"sampled_pages": len(candidates), "mismatched_pages": len(mismatched),
+    return {"pages_checked": checked, "pages_written": len(written_pages),
+            "pages_poisoned": pages - sum(e - f for f, e in _readable_runs(pages, poisoned)),
+            "mismatched_pages": len(mismatched), "first_mismatched": mismatched[:10],
             "writes_checked": len(expected) - len(poisoned_writes), "writes_lost": len(lost),
-            "writes_lost_to_poison": len(poisoned_writes)}
+            "writes_lost_to_poison": len(poisoned_writes),
+            "seconds": time.monotonic() - began}

@@ -3,8 +3,10 @@ the destination's side is dest/session.py)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
+from array import array
 
 from .. import unixmessages
 from ..errors import MigratorError
@@ -54,6 +56,12 @@ class DestinationSession:
     def digests(self, pages: list[int]) -> list[int]:
         self.send({"type": "digests", "pages": pages})
         return self.receive("digests")["digests"]
+
+    def digest_range(self, first: int, count: int) -> array:
+        """The manifest's digests of pages [first, first + count)."""
+        self.send({"type": "digests", "first": first, "count": count})
+        reply = self.receive("digests")
+        return array("Q", base64.b64decode(reply["xxh3_64_le"]))
 
     def close(self, say_bye: bool = True) -> None:
         if say_bye:

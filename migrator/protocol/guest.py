@@ -25,6 +25,7 @@ from .errors import ProtocolError
 VERSION = 1
 MAX_MESSAGE_BYTES = 16 << 20
 MAX_DIGEST_PAGES = 65536
+MAX_DIGEST_RANGE = 1 << 19  # pages per ranged digests request: 4 MiB of digests, 5.3 MiB base64
 _ADDRESS_LIMIT = 1 << 64
 
 

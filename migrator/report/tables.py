@@ -29,12 +29,25 @@ def _result(m: dict, _: dict) -> str:
     return m.get("phase", "?") + (f" ({m['error']})" if m.get("error") else "")
 
 
+def _huge_page(m: dict, c: dict) -> str:
+    """The page the guest's memory is made of, in this mode's column: hgm emulated on shmem has
+    no huge page at all, thp 2 MiB folios whatever huge page size the run asked for."""
+    backing = m.get("backing") or ""
+    if backing.startswith("shmem-thp"):
+        return "2M THP folio"
+    if backing.startswith("shmem"):
+        return "none (shmem 4K)"
+    return hugepage_label(c["hugepage_size"]) if c.get("hugepage_size") else "–"
+
+
 def _guest_check(m: dict, _: dict) -> str:
     v = m.get("guest_verify")
     if not v:
         return "–"
-    return (f"{v['sampled_pages'] - v['mismatched_pages']}/{v['sampled_pages']} pages, "
-            f"{v['writes_checked'] - v['writes_lost']}/{v['writes_checked']} writes")
+    checked = v.get("pages_checked", v.get("sampled_pages", 0))  # older runs sampled
+    return (f"{checked - v['mismatched_pages']}/{checked} pages, "
+            f"{v['writes_checked'] - v['writes_lost']}/{v['writes_checked']} writes"
+            + ("" if "pages_checked" in v else " (sampled)"))
 
 
 # The median fault's anatomy (fault_stages.median_fault, see dest/telemetry.py): stages from
@@ -116,7 +129,7 @@ HUGE_ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
 # are not compared unawares.
 ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
     ("guest memory", lambda m, c: c.get("memory") or format_size(c.get("memory_bytes", 0))),
-    ("huge page", lambda m, c: hugepage_label(c["hugepage_size"]) if c.get("hugepage_size") else "–"),
+    ("huge page", lambda m, c: _huge_page(m, c)),
     ("access pattern", lambda m, c: f"{c.get('pattern')}, {c.get('vcpus')} vCPUs x "
                                     f"{c.get('accesses_per_vcpu')}"),
     ("backing", lambda m, _: m.get("backing_label", "?")),

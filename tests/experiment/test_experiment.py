@@ -13,13 +13,15 @@ from migrator.host import pools
 SUMMARY = {"count", "p50", "p90", "p99", "max", "total"}
 
 
-def _experiment(tmp_path, *args: str) -> dict:
+def _experiment(tmp_path, *args: str, status: int = 0) -> dict:
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "migrator.cli", "experiment", "--memory",
                            "128MiB", "--hugepage-size", "2M", "--accesses", "600", "--vcpus",
                            "2", "--out", str(out), "--json", *args],
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == status, done.stderr[-3000:]
+    if status:
+        assert "NOT VERIFIED" in done.stderr, done.stderr[-3000:]
     results = json.loads(done.stdout)
     assert json.loads((out / "results.json").read_text()) == results
     return results
@@ -50,3 +52,24 @@ def test_poison_costs_a_huge_page_without_hgm_and_4k_with_it(tmp_path):
     assert c["huge_mapped"]["pmd_mapped_bytes"] == (128 - 3 * 2) << 20
     assert thp["after_migration"] is None  # no access rate over poisoned memory
     assert r["host"]["hgm"] is False and r["host"]["hgm_detection"]["method"].startswith("madvise")
+
+
+def test_pages_served_wrong_once_are_refetched_in_every_mode_and_the_run_is_verified(tmp_path):
+    r = _experiment(tmp_path, "--inject-corruption", "0.01")
+    assert {m["mode"] for m in r["modes"]} == {"hgm", "hugepage", "thp"}
+    assert r["config"]["inject_corruption"]["rate"] == 0.01
+    for m in r["modes"]:
+        assert m["phase"] == "complete" and m["mismatched_pages"] == 0, m["error"]
+        assert m["refetched_pages"] > 0, m["mode"]  # wrong pages were caught and fetched again
+        v = m["guest_verify"]  # the guest checked all of its memory, not a sample
+        assert v["pages_checked"] + v["pages_written"] == m["pages_total"]
+        assert v["mismatched_pages"] == 0 and v["writes_lost"] == 0
+        assert m["guest_exit_status"] == 0 and m["problems"] == []
+
+
+def test_a_page_always_wrong_fails_the_run_which_says_why(tmp_path):
+    r = _experiment(tmp_path, "--modes", "hgm", "--inject-corruption-pages", "20000-20099",
+                    status=1)
+    (m,) = r["modes"]
+    assert m["phase"] == "failed" and "differ from the manifest" in m["error"]
+    assert m["problems"] and m["guest_exit_status"] == 1
