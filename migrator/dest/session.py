@@ -16,6 +16,7 @@ from typing import Callable
 from .. import metrics, unixmessages
 from ..protocol.errors import ProtocolError
 from ..protocol.guest import MAX_DIGEST_PAGES, MAX_DIGEST_RANGE, VERSION, check_regions, expect
+from . import guestproof
 from .migration import Migration
 
 log = logging.getLogger("migrator.dest")
@@ -86,15 +87,24 @@ class GuestSession:
             for r in regions:
                 if int(r["base_host_virt_addr"]) != base + int(r["offset"]):
                     raise ProtocolError("regions must be mapped contiguously, in offset order")
-            if os.fstat(fds[1]).st_size < manifest.size:
-                raise ProtocolError(f"memfd is {os.fstat(fds[1]).st_size} bytes, the layout "
-                                    f"needs {manifest.size}")
+            st = guestproof.check_memfd(fds[1], manifest.size)
             thp = memory.get("thp")
             if thp is not None and not isinstance(thp, dict):
                 raise ProtocolError("'thp' must be an object")
-            self.migration = Migration(self.id, manifest, self.daemon.backing, self.daemon.source,
-                                       fds[0], fds[1], base, self.daemon.policy,
-                                       self.daemon.resume_deadline, self._peer_pid(), thp)
+            pid = self._peer_pid()
+            how = guestproof.prove(fds[1], st, fds[0], base, manifest.size,
+                                   self.daemon.backing.memory_page_size, pid)
+            log.info("guest %s (pid %s): its registered range maps the memfd handed over "
+                     "(proved by %s)", self.id, pid or "not visible here", how)
+            try:
+                self.migration = Migration(self.id, manifest, self.daemon.backing,
+                                           self.daemon.source, fds[0], fds[1], base,
+                                           self.daemon.policy, self.daemon.resume_deadline,
+                                           pid, thp)
+            except OSError as e:
+                if isinstance(e, ConnectionError):
+                    raise
+                raise ProtocolError(f"cannot use the guest's memory: {e}") from e
         except BaseException:
             for fd in fds:
                 os.close(fd)

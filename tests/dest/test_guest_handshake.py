@@ -135,8 +135,8 @@ def test_a_memfd_smaller_than_the_image_is_refused_before_any_migration(destinat
     finally:
         os.close(small)
         guest.close()
-    assert reply == {"type": "error", "message": f"memfd is {SIZE // 2} bytes, the layout "
-                                                 f"needs {SIZE}"}
+    assert reply["type"] == "error"
+    assert f"is {SIZE // 2} bytes, the layout is {SIZE}" in reply["message"]
     assert _open_fds() <= before and daemon.added == []
 
 
