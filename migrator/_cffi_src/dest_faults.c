@@ -77,8 +77,13 @@ static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
 static int refault(struct dp_migration *m, struct faults_loop *l, uint64_t g, int state)
 {
 	int rc = 0;
-	if (state == DP_POISONED)
-		rc = dp_poison_granule(m, g) < 0 ? dp_fail(m, DP_FAILED, "UFFDIO_POISON failed") : 0;
+	if (state == DP_POISONED) {
+		int err = -dp_poison_granule(m, g);
+		rc = !err ? 0 : dp_guest_gone_errno(err)
+			? dp_fail(m, DP_GUEST_GONE, "the guest's address space is gone (UFFDIO_POISON: %s)",
+				  strerror(err))
+			: dp_fail(m, DP_FAILED, "UFFDIO_POISON failed: %s", strerror(err));
+	}
 	else {
 		/* EEXIST is the usual answer here (the install that woke the vCPU came first), not a
 		 * race between resolvers: it is not counted */
@@ -91,7 +96,7 @@ static int refault(struct dp_migration *m, struct faults_loop *l, uint64_t g, in
 		 * (EEXIST) and wakes nobody. So wake the granule's waiters here. */
 		if (!rc && expected.eexist) {
 			struct uffdio_range wake = { m->guest_base + g * m->granularity, m->granularity };
-			if (ioctl(m->uffd, UFFDIO_WAKE, &wake) < 0 && (errno == ESRCH || errno == ENOENT))
+			if (ioctl(m->uffd, UFFDIO_WAKE, &wake) < 0 && dp_guest_gone_errno(errno))
 				rc = dp_fail(m, DP_GUEST_GONE, "the guest's address space is gone");
 		}
 	}

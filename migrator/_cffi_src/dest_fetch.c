@@ -171,8 +171,11 @@ int dp_install(struct dp_migration *m, uint64_t start, uint64_t len, struct dp_c
 			c->eagain++;
 			on_eagain(m, ctx);
 		} else if (err != EAGAIN) {
-			if (err == ESRCH || err == ENOENT)
-				return dp_fail(m, DP_GUEST_GONE, "the guest's address space is gone");
+			/* ESRCH: the guest's mm is gone; ENOENT: its VMA is; EFAULT: the mapping
+			 * is being torn down under us (the guest exiting while its vCPUs fault) */
+			if (dp_guest_gone_errno(err))
+				return dp_fail(m, DP_GUEST_GONE, "the guest's address space is gone "
+					       "(UFFDIO_CONTINUE: %s)", strerror(err));
 			return dp_fail(m, DP_FAILED, "UFFDIO_CONTINUE at guest offset %#lx+%#lx: %s",
 				       (unsigned long)(address - m->guest_base),
 				       (unsigned long)len, strerror(err));
@@ -183,6 +186,11 @@ int dp_install(struct dp_migration *m, uint64_t start, uint64_t len, struct dp_c
 		len -= step;
 	}
 	return 0;
+}
+
+int dp_guest_gone_errno(int err)
+{
+	return err == ESRCH || err == ENOENT || err == EFAULT;
 }
 
 /* A poison marker over granule g: the guest gets SIGBUS there. EEXIST: marked already. */

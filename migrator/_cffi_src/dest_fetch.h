@@ -37,6 +37,7 @@ void dp_job_unlink(struct dp_job **list, struct dp_job *job);
 void dp_job_free(struct dp_job *job);
 void dp_prepare(struct dp_migration *m, struct dp_job *job);
 void dp_job_installed(struct dp_migration *m, struct dp_job *job, struct dp_counters *c);
+int dp_guest_gone_errno(int err);  /* a resolving ioctl's errno that means the guest left */
 
 /* dest_collapse.c */
 int dp_collapse_count(struct dp_migration *m, uint64_t g);

@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--resume-deadline", type=float, default=60.0, metavar="SECONDS",
                    help="how long a broken connection to the source may take to come back "
                         "before the migration fails (vCPUs wait meanwhile)")
+    p.add_argument("--max-guests", type=options.count, default=64, metavar="N",
+                   help="guests served at once (default 64); the one over gets an error "
+                        "message and its connection closed")
     p.set_defaults(func=run)
 
 
@@ -42,7 +45,8 @@ def run(args) -> int:
     client_ssl = _client_context(args.source, args.tls_ca)
     source = SourceEndpoint(args.source.rstrip("/"), token, client_ssl)
     daemon = DestDaemon(source, args.mode, args.hugepage_size, args.guest_socket,
-                        policy=options.background_policy(args), resume_deadline=args.resume_deadline)
+                        policy=options.background_policy(args), resume_deadline=args.resume_deadline,
+                        max_guests=args.max_guests)
     serve(daemon, args.listen.host, args.listen.port, ssl_context=server_ssl)
     return 0
 

@@ -13,7 +13,7 @@ import time
 
 from aiohttp import web
 
-from .. import metrics
+from .. import metrics, unixmessages
 from ..errors import MigratorError
 from ..host import hgm
 from ..webauth import refuse_bodies, require_token
@@ -34,10 +34,15 @@ PUBLIC_PATHS = ("/healthz", "/", "/dashboard")
 KEEPALIVE_TIMEOUT = 10.0
 
 
+MAX_GUESTS = 64  # guest connections served at once (each holds a thread and a migration)
+
+
 class DestDaemon:
     def __init__(self, source: SourceEndpoint, mode: str, hugepage_size: int, guest_socket: str,
                  manifest_deadline: float = 60.0, policy: BackgroundPolicy = BackgroundPolicy(),
-                 resume_deadline: float = 60.0):
+                 resume_deadline: float = 60.0, max_guests: int = MAX_GUESTS):
+        self.max_guests = max_guests
+        self.guests: set[GuestSession] = set()
         self.source, self.guest_socket_path = source, guest_socket
         self.policy, self.resume_deadline = policy, resume_deadline
         self.hgm = hgm.detect(hugepage_size)
@@ -89,6 +94,10 @@ class DestDaemon:
         log.info("guest session %s: migration started (%s, %d pages)", migration.session,
                  self.backing.label, self.manifest.pages)
 
+    def left(self, session: GuestSession) -> None:
+        with self._lock:
+            self.guests.discard(session)
+
     def guest_reported(self, migration: Migration, message: dict) -> None:
         log.info("guest session %s reported %s", migration.session, message.get("type"))
 
@@ -126,7 +135,27 @@ class DestDaemon:
             except OSError:
                 return
             session = GuestSession(conn, self)
+            with self._lock:
+                full = len(self.guests) >= self.max_guests
+                if not full:
+                    self.guests.add(session)
+            if full:
+                self._turn_away(conn)
+                continue
             threading.Thread(target=session.run, name=f"guest-{session.id}", daemon=True).start()
+
+    def _turn_away(self, conn: socket.socket) -> None:
+        message = (f"this destination serves at most {self.max_guests} guests at once "
+                   f"(--max-guests) and has {self.max_guests} connected: retry when one has left, "
+                   f"or start it with a higher --max-guests")
+        log.warning("guest connection refused: %s", message)
+        try:
+            conn.settimeout(1.0)  # a guest that does not read must not hold the accept loop
+            unixmessages.send(conn, {"type": "error", "message": message})
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def close(self) -> None:
         if self._sock:

@@ -8,6 +8,7 @@ from the loops' counters, decides the phase, and answers /v1/status.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -33,7 +34,13 @@ from .telemetry import Telemetry
 
 log = logging.getLogger("migrator.dest")
 
-PHASES = ("starting", "running", "paused", "complete", "failed", "guest-lost")
+# complete: every page verified and installed; failed: the destination could not complete it
+# (a page stayed wrong, the source did not come back, ...); guest-lost: the guest went away
+# (disconnected, exited, its address space gone); guest-error: the guest broke the protocol
+# after `ready` (an unknown or invalid message, a second `memory`, `bye` before the end).
+PHASES = ("starting", "running", "paused", "complete", "failed", "guest-lost", "guest-error")
+ACTIVE = ("starting", "running", "paused")
+_GUEST_GONE_ERRNOS = (errno.ESRCH,)  # from an ioctl on the guest's userfaultfd or its mm
 _WATCH_S = 0.1  # how often metrics are brought up to date and completion is checked
 _DRAIN_S = 30.0  # thp: how long completion waits for the last collapses
 
@@ -154,6 +161,14 @@ class Migration:
         except MigrationFailed as e:
             if not self._stop.is_set():
                 self.fail(str(e), phase=e.phase)
+        except OSError as e:
+            if self._stop.is_set():
+                return
+            if e.errno in _GUEST_GONE_ERRNOS:
+                self.fail(f"the guest exited mid-migration: {e}", phase="guest-lost")
+            else:
+                log.exception("migration %s failed", self.session)
+                self.fail(f"{type(e).__name__}: {e}")
         except Exception as e:  # any failure ends this migration, loudly, never silently
             if not self._stop.is_set():
                 log.exception("migration %s failed", self.session)
@@ -222,7 +237,7 @@ class Migration:
 
     def fail(self, reason: str, phase: str = "failed") -> None:
         with self._phase_lock:
-            if self.phase not in ("starting", "running", "paused"):
+            if self.phase not in ACTIVE:
                 return
             self.error = reason
             self._set_phase(phase)
@@ -329,6 +344,7 @@ class Migration:
         # may belong to the next guest, whose memory must never be punched by mistake.
         with self._closing:
             self.closed = True
+        self.fail("the guest's session ended before the migration did", phase="guest-lost")
         self._stop.set()
         self.plane.stop()
         for t in self._threads:

@@ -17,7 +17,7 @@ from .. import metrics, unixmessages
 from ..protocol.errors import ProtocolError
 from ..protocol.guest import MAX_DIGEST_PAGES, MAX_DIGEST_RANGE, VERSION, check_regions, expect
 from . import guestproof
-from .migration import Migration
+from .migration import ACTIVE, Migration
 
 log = logging.getLogger("migrator.dest")
 
@@ -40,16 +40,21 @@ class GuestSession:
             self._handshake()
             self._converse()
         except (ProtocolError, ValueError) as e:
-            log.warning("guest %s refused: %s", self.id, e)
+            if self.migration is None:
+                log.warning("guest %s refused: %s", self.id, e)
+            else:
+                log.warning("guest %s broke the protocol: %s", self.id, e)
+                self.migration.fail(f"the guest broke the protocol: {e}", phase="guest-error")
             self._try_send({"type": "error", "message": str(e)})
         except (ConnectionError, OSError) as e:
-            if self.migration and self.migration.phase in ("running", "paused"):
-                self.migration.fail(f"guest disconnected mid-migration: {e}", phase="guest-lost")
+            if self.migration and self.migration.phase in ACTIVE:
                 log.warning("guest %s exited mid-migration (%s)", self.id, e)
+                self.migration.fail(f"guest disconnected mid-migration: {e}", phase="guest-lost")
         finally:
             self.conn.close()
             if self.migration:
                 self.migration.close()
+            self.daemon.left(self)
 
     def _peer_pid(self) -> int | None:
         """The guest's process, as the kernel says (SO_PEERCRED), not as it says itself."""
@@ -129,10 +134,17 @@ class GuestSession:
             if not isinstance(msg, dict) or "type" not in msg:
                 raise ProtocolError("messages must be JSON objects with a 'type'")
             if msg["type"] == "bye":
+                if self.migration.phase in ACTIVE:
+                    raise ProtocolError(f"'bye' while the migration is {self.migration.phase}: "
+                                        f"say bye once the destination sent 'complete'")
                 return
+            if msg["type"] == "memory":
+                raise ProtocolError("a second 'memory' message: the guest's memory was handed "
+                                    "over already")
             handler = handlers.get(msg["type"])
             if handler is None:
-                raise ProtocolError(f"unknown message type {msg['type']!r}")
+                raise ProtocolError(f"unknown message type {msg['type']!r}: after 'ready' a "
+                                    f"guest sends {', '.join(sorted(handlers))} or 'bye'")
             handler(msg)
 
     def _on_guest_result(self, msg: dict) -> None:

@@ -43,6 +43,9 @@ class Daemon:
     def add(self, migration) -> None:
         self.added.append(migration)
 
+    def left(self, session) -> None:
+        pass
+
 
 @pytest.fixture
 def destination(tmp_path: Path):
