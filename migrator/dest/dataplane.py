@@ -8,6 +8,7 @@ released until it stops; everything else here reads what those loops wrote.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 from cffi_uffd import Mapping
@@ -69,6 +70,9 @@ class DataPlane:
                                    for p, k in enumerate(manifest.kinds) if k == POISON}
         self.poisoned_on_source = frozenset(self.poisoned)
         self._freed = False
+        # Readers of the C tables (/v1/status, the dashboard, metrics) run in other threads than
+        # close(): without this lock one could read a table while dp_free() frees it.
+        self._tables = threading.RLock()
 
     # -- the loops (GIL released while they run) -------------------------------------------
     def poison_source_pages(self) -> None:
@@ -133,17 +137,19 @@ class DataPlane:
 
     def complete_ranges(self, start: int) -> list[int]:
         """The indexes of the ranges queued from position start on."""
-        if not self._m.collapse_span:
-            return []
-        ready, end = self._m.ranges_ready, self._m.ranges_queued
-        return [ready[i] for i in range(start, end)]
+        with self._tables:
+            if self._freed or not self._m.collapse_span:
+                return []
+            ready, end = self._m.ranges_ready, self._m.ranges_queued
+            return [ready[i] for i in range(start, end)]
 
     def states_of(self, offset: int, length: int) -> bytes:
         """The states of the granules of guest memory [offset, offset + length)."""
         first, end = offset // self.granularity, -(-(offset + length) // self.granularity)
-        if self._freed:
-            return self._final_states[first:end]
-        return bytes(ffi.buffer(self._m.state + first, end - first))
+        with self._tables:
+            if self._freed:
+                return self._final_states[first:end]
+            return bytes(ffi.buffer(self._m.state + first, end - first))
 
     # -- what the loops did ----------------------------------------------------------------
     def counters(self, stream: str):
@@ -168,18 +174,25 @@ class DataPlane:
 
     def faults(self, start: int = 0) -> list[tuple[int, int, int, int]]:
         """(granule, read_ns, done_ns, thread id) of logged faults from index start."""
-        if self._freed:
-            return self._final_faults[start:]
-        f, end = self._m.faults, self._m.faults_logged
-        return [(f[i].granule, f[i].read_ns, f[i].done_ns, f[i].tid) for i in range(start, end)]
+        with self._tables:
+            if self._freed:
+                return self._final_faults[start:]
+            f, end = self._m.faults, self._m.faults_logged
+            return [(f[i].granule, f[i].read_ns, f[i].done_ns, f[i].tid)
+                    for i in range(start, end)]
 
     @property
     def faults_logged(self) -> int:
-        return len(self._final_faults) if self._freed else self._m.faults_logged
+        with self._tables:
+            return len(self._final_faults) if self._freed else self._m.faults_logged
 
     def fetches(self) -> dict[int, tuple[int, ...]]:
         """granule -> CLOCK_MONOTONIC ns of each of STAGES, for each granule the fault loop
         fetched and installed."""
+        with self._tables:
+            return self._fetches()
+
+    def _fetches(self) -> dict[int, tuple[int, ...]]:
         if self._freed:
             return self._final_fetches
         f = self._m.fetches
@@ -188,17 +201,23 @@ class DataPlane:
                 for i in range(self._m.fetches_logged)}
 
     def state(self, granule: int) -> int:
-        return self.states()[granule] if self._freed else self._m.state[granule]
+        with self._tables:
+            return self.states()[granule] if self._freed else self._m.state[granule]
 
     def states(self) -> bytes:
         """A snapshot of every granule's state."""
-        if self._freed:
-            return self._final_states
-        return bytes(ffi.buffer(self._m.state, self.granules))
+        with self._tables:
+            if self._freed:
+                return self._final_states
+            return bytes(ffi.buffer(self._m.state, self.granules))
 
     def close(self) -> None:
         """Free the tables of the C state, only once no loop runs; the counters, the fault
         log and the granule states stay readable for reports."""
+        with self._tables:
+            self._free()
+
+    def _free(self) -> None:
         if not self._freed:
             self._final_faults, self._final_states = self.faults(), self.states()
             self._final_fetches = self.fetches()
