@@ -2,7 +2,8 @@
 
 Names follow the Prometheus rules: prefix migrator_, base units, _total for counters. Labels
 are few and bounded (mode, backing, stream, kind, phase, vcpu, endpoint); never an address or
-a session id.
+a session id. Every destination metric carries mode and backing (e.g. shmem-emulated-hgm,
+hugetlb-1G, shmem-thp-2M), so no figure can be read without what backed it.
 """
 
 from __future__ import annotations
@@ -32,60 +33,60 @@ VCPU_STALL = Histogram(
     "than the guest's stall threshold).", _MB, buckets=LATENCY_BUCKETS, registry=REGISTRY)
 VCPU_BLOCKTIME = Counter(
     "migrator_vcpu_blocktime_seconds", "Total time each vCPU spent stalled (QEMU's blocktime).",
-    ("mode", "vcpu"), registry=REGISTRY)
+    ("mode", "backing", "vcpu"), registry=REGISTRY)
 FAULTS = Counter(
     "migrator_faults", "userfaultfd page faults read, by the kind of thread that faulted.",
     ("mode", "backing", "thread"), registry=REGISTRY)
 FETCHED_BYTES = Counter(
-    "migrator_fetched_bytes", "Page bytes received from the source.", ("mode", "stream"),
+    "migrator_fetched_bytes", "Page bytes received from the source.", ("mode", "backing", "stream"),
     registry=REGISTRY)
 FETCHED_PAGES = Counter(
     "migrator_fetched_pages", "4 KiB pages installed, by the stream that brought them (zero "
-    "pages included: they are installed without transfer).", ("mode", "stream"), registry=REGISTRY)
+    "pages included: they are installed without transfer).", ("mode", "backing", "stream"), registry=REGISTRY)
 PAGES_REMAINING = Gauge(
     "migrator_pages_remaining", "4 KiB pages not yet installed, over running migrations.",
-    ("mode",), registry=REGISTRY)
+    _MB, registry=REGISTRY)
 MIGRATIONS = Gauge(
-    "migrator_migrations", "Migrations by phase.", ("mode", "phase"), registry=REGISTRY)
+    "migrator_migrations", "Migrations by phase.", ("mode", "backing", "phase"), registry=REGISTRY)
 MIGRATION_DURATION = Histogram(
     "migrator_migration_duration_seconds", "From guest handover to the last page verified.",
-    ("mode",), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+    _MB, buckets=LATENCY_BUCKETS, registry=REGISTRY)
 URGENT_IN_FLIGHT = Gauge(
     "migrator_urgent_requests_in_flight", "Urgent page requests sent and not yet answered.",
-    ("mode",), registry=REGISTRY)
+    _MB, registry=REGISTRY)
 INSTALL_RACES = Counter(
     "migrator_install_races", "Resolving ioctls that lost a race: EEXIST (already mapped) "
-    "or EAGAIN (mapping changing).", ("mode", "kind"), registry=REGISTRY)
-RETRIES = Counter("migrator_retries", "Operations retried, by cause.", ("mode", "cause"),
+    "or EAGAIN (mapping changing).", ("mode", "backing", "kind"), registry=REGISTRY)
+RETRIES = Counter("migrator_retries", "Operations retried, by cause.", ("mode", "backing", "cause"),
                   registry=REGISTRY)
-ERRORS = Counter("migrator_errors", "Failures, by cause.", ("mode", "cause"), registry=REGISTRY)
+ERRORS = Counter("migrator_errors", "Failures, by cause.", ("mode", "backing", "cause"), registry=REGISTRY)
 VERIFIED_PAGES = Counter("migrator_verified_pages", "Pages checked against the manifest digest.",
-                         ("mode",), registry=REGISTRY)
+                         _MB, registry=REGISTRY)
 MISMATCHED_PAGES = Counter("migrator_mismatched_pages", "Pages that still differed from the "
-                           "manifest after refetching.", ("mode",), registry=REGISTRY)
+                           "manifest after refetching.", _MB, registry=REGISTRY)
 
 MEMORY_ERRORS = Counter(
     "migrator_memory_errors", "Memory errors (poisoned 4 KiB pages): marked on the source, or "
-    "injected on this host during the run.", ("mode", "origin"), registry=REGISTRY)
+    "injected on this host during the run.", ("mode", "backing", "origin"), registry=REGISTRY)
 POISONED_BYTES = Gauge(
     "migrator_poisoned_bytes", "Guest memory made inaccessible by poison markers: the whole "
-    "granule around each error (4 KiB with HGM, the huge page without).", ("mode",),
+    "granule around each error (4 KiB with HGM, the huge page without).", _MB,
     registry=REGISTRY)
 GUEST_SIGBUS = Counter(
     "migrator_guest_sigbus", "Guest accesses that touched poisoned memory and got SIGBUS, as "
-    "the guest reported them.", ("mode",), registry=REGISTRY)
+    "the guest reported them.", _MB, registry=REGISTRY)
 
 COLLAPSES = Counter(
     "migrator_collapses", "thp mode: 2 MiB ranges of guest memory collapsed (MADV_COLLAPSE) "
     "once complete, by result: collapsed, failed, or skipped (a memory error in the range).",
-    ("mode", "result"), registry=REGISTRY)
+    ("mode", "backing", "result"), registry=REGISTRY)
 COLLAPSE_LATENCY = Histogram(
     "migrator_collapse_seconds", "thp mode: time of one MADV_COLLAPSE of a complete 2 MiB range.",
-    ("mode",), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+    _MB, buckets=LATENCY_BUCKETS, registry=REGISTRY)
 PMD_MAPPED_BYTES = Gauge(
     "migrator_guest_pmd_mapped_bytes", "Guest memory mapped by huge PMDs at the end of the "
     "migration (ShmemPmdMapped of the guest's smaps_rollup; hugetlb: Shared_Hugetlb).",
-    ("mode",), registry=REGISTRY)
+    _MB, registry=REGISTRY)
 
 # -- source ----------------------------------------------------------------------------------
 SOURCE_REQUEST_LATENCY = Histogram(
@@ -109,25 +110,30 @@ def start_dest_series(mode: str, backing: str, phases: tuple[str, ...]) -> None:
     for thread in ("vcpu", "other"):
         FAULTS.labels(mode, backing, thread)
     for stream in ("urgent", "background"):
-        FETCHED_BYTES.labels(mode, stream)
-        FETCHED_PAGES.labels(mode, stream)
-    PAGES_REMAINING.labels(mode)
-    URGENT_IN_FLIGHT.labels(mode)
+        FETCHED_BYTES.labels(mode, backing, stream)
+        FETCHED_PAGES.labels(mode, backing, stream)
+    PAGES_REMAINING.labels(mode, backing)
+    URGENT_IN_FLIGHT.labels(mode, backing)
     for phase in phases:
-        MIGRATIONS.labels(mode, phase)
-    MIGRATION_DURATION.labels(mode)
+        MIGRATIONS.labels(mode, backing, phase)
+    MIGRATION_DURATION.labels(mode, backing)
     for kind in ("eexist", "eagain"):
-        INSTALL_RACES.labels(mode, kind)
+        INSTALL_RACES.labels(mode, backing, kind)
     for cause in ("digest_mismatch", "reconnect"):
-        RETRIES.labels(mode, cause)
-    for cause in ("failed", "guest-lost", "source_lost"):
-        ERRORS.labels(mode, cause)
-    VERIFIED_PAGES.labels(mode)
-    MISMATCHED_PAGES.labels(mode)
+        RETRIES.labels(mode, backing, cause)
+    for cause in ("failed", "guest-lost", "guest-error", "source_lost"):
+        ERRORS.labels(mode, backing, cause)
+    VERIFIED_PAGES.labels(mode, backing)
+    MISMATCHED_PAGES.labels(mode, backing)
     for origin in ("source", "injected"):
-        MEMORY_ERRORS.labels(mode, origin)
-    POISONED_BYTES.labels(mode)
-    GUEST_SIGBUS.labels(mode)
+        MEMORY_ERRORS.labels(mode, backing, origin)
+    POISONED_BYTES.labels(mode, backing)
+    GUEST_SIGBUS.labels(mode, backing)
+    if backing.startswith("shmem-thp"):
+        for result in ("collapsed", "failed", "skipped"):
+            COLLAPSES.labels(mode, backing, result)
+        COLLAPSE_LATENCY.labels(mode, backing)
+    PMD_MAPPED_BYTES.labels(mode, backing)
 
 
 def set_bounds(histogram) -> None:

@@ -35,6 +35,11 @@ class Backing:
     collapse_size: int = 0  # thp: each range of this size is collapsed once complete; 0: none
 
     @property
+    def metric_labels(self) -> tuple[str, str]:
+        """(mode, backing): the labels every destination metric starts with."""
+        return self.mode, self.backing
+
+    @property
     def thp(self) -> bool:
         return self.collapse_size > 0
 

@@ -44,9 +44,9 @@ _POLL_S = 0.1
 
 class Collapser:
     def __init__(self, plane: DataPlane, guest_pid: int, guest_base: int, size: int,
-                 range_bytes: int, mode: str):
+                 range_bytes: int, labels: tuple[str, str]):
         self.plane, self.base, self.size, self.range_bytes = plane, guest_base, size, range_bytes
-        self.mode = mode
+        self.labels = labels  # (mode, backing) of its metrics
         self.ranges = -(-size // range_bytes)
         self.collapsed = self.failed = self.skipped = self.retries = 0
         self.during_migration = 0  # collapsed while other ranges were still missing
@@ -88,7 +88,7 @@ class Collapser:
             # a poison marker is not a present PTE: the collapse would refuse the range, and
             # the guest's memory there must stay 4 KiB anyway, so only the error is lost
             self.skipped += 1
-            metrics.COLLAPSES.labels(self.mode, "skipped").inc()
+            metrics.COLLAPSES.labels(*self.labels, "skipped").inc()
             return
         for attempt in range(_TRIES):
             t0 = time.perf_counter_ns()
@@ -103,15 +103,15 @@ class Collapser:
                 if self.first_failure is None:
                     self.first_failure = f"range at guest offset 0x{start:x}: {e}"
                     log.warning("thp: collapse failed: %s", self.first_failure)
-                metrics.COLLAPSES.labels(self.mode, "failed").inc()
+                metrics.COLLAPSES.labels(*self.labels, "failed").inc()
                 return
             dt = (time.perf_counter_ns() - t0) / 1e9
             self.collapsed += 1
             if not self.plane.complete:
                 self.during_migration += 1
             self.seconds.append(dt)
-            metrics.COLLAPSES.labels(self.mode, "collapsed").inc()
-            metrics.COLLAPSE_LATENCY.labels(self.mode).observe(dt)
+            metrics.COLLAPSES.labels(*self.labels, "collapsed").inc()
+            metrics.COLLAPSE_LATENCY.labels(*self.labels).observe(dt)
             return
 
     def drain(self, timeout: float) -> bool:

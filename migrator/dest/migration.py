@@ -99,13 +99,13 @@ class Migration:
                 raise ValueError("the thp mode collapses in the guest's address space: "
                                  "it needs the guest's process id")
             self.collapser = Collapser(self.plane, guest_pid, guest_base, manifest.size,
-                                       backing.collapse_size, backing.mode)
+                                       backing.collapse_size, backing.metric_labels)
         self._phase_lock = threading.Lock()
         self._paused_streams: set[str] = set()
         self.recoveries: list[Recovery] = []
         self._streams = [
             SourceStream(source, name, session, manifest.image_id, resume_deadline,
-                         backing.mode, self._pause, self._resume, self._stop)
+                         backing.metric_labels, self._pause, self._resume, self._stop)
             for name in ("urgent", "background")
         ]
         self._threads = [
@@ -134,21 +134,22 @@ class Migration:
                 self._set_phase("running")
 
     def _set_phase(self, phase: str) -> None:
-        mode = self.backing.mode
-        metrics.MIGRATIONS.labels(mode, self.phase).dec()
-        metrics.MIGRATIONS.labels(mode, phase).inc()
+        labels = self.backing.metric_labels
+        metrics.MIGRATIONS.labels(*labels, self.phase).dec()
+        metrics.MIGRATIONS.labels(*labels, phase).inc()
         self.phase = phase
         if phase not in ("running", "paused"):
             self.telemetry.sync()
-            metrics.PAGES_REMAINING.labels(mode).dec(self.telemetry.pages_remaining)
+            metrics.PAGES_REMAINING.labels(*labels).dec(self.telemetry.pages_remaining)
 
     def start(self) -> None:
-        mode = self.backing.mode
-        metrics.MIGRATIONS.labels(mode, self.phase).inc()
-        metrics.PAGES_REMAINING.labels(mode).inc(self.manifest.pages)
-        metrics.MEMORY_ERRORS.labels(mode, "source").inc(self.manifest.count(POISON))
+        labels = self.backing.metric_labels
+        metrics.MIGRATIONS.labels(*labels, self.phase).inc()
+        metrics.PAGES_REMAINING.labels(*labels).inc(self.manifest.pages)
+        metrics.MEMORY_ERRORS.labels(*labels, "source").inc(self.manifest.count(POISON))
         self.plane.poison_source_pages()
-        metrics.POISONED_BYTES.labels(mode).inc(len(self.plane.poisoned) * self.backing.granularity)
+        metrics.POISONED_BYTES.labels(*labels).inc(
+            len(self.plane.poisoned) * self.backing.granularity)
         self._set_phase("running")
         if self.collapser:
             self.collapser.start()
@@ -216,7 +217,7 @@ class Migration:
         self._set_phase("complete")
         self._stop.set()
         self.plane.stop()
-        metrics.MIGRATION_DURATION.labels(self.backing.mode).observe(self.finished - self.started)
+        metrics.MIGRATION_DURATION.labels(*self.backing.metric_labels).observe(self.finished - self.started)
         log.info("migration %s complete: %d pages verified in %.2fs", self.session,
                  self.verified_pages, self.finished - self.started)
         self.done.set()
@@ -231,7 +232,7 @@ class Migration:
             return {"error": f"/proc/{self.guest_pid}/smaps_rollup: {e.strerror}"}
         out = {"pmd_mapped_bytes": r.get("ShmemPmdMapped", 0),
                "hugetlb_bytes": r.get("Shared_Hugetlb", 0) + r.get("Private_Hugetlb", 0)}
-        metrics.PMD_MAPPED_BYTES.labels(self.backing.mode).set(
+        metrics.PMD_MAPPED_BYTES.labels(*self.backing.metric_labels).set(
             out["pmd_mapped_bytes"] + out["hugetlb_bytes"])
         return out
 
@@ -242,7 +243,7 @@ class Migration:
             self.error = reason
             self._set_phase(phase)
         log.error("migration %s %s: %s", self.session, phase, reason)
-        metrics.ERRORS.labels(self.backing.mode, phase).inc()
+        metrics.ERRORS.labels(*self.backing.metric_labels, phase).inc()
         self.finished = time.monotonic()
         self._stop.set()
         self.plane.stop()
@@ -289,8 +290,8 @@ class Migration:
             if state == ABSENT:
                 self._injected_absent.add(granule)
             self.injected_poison.append(page)
-            metrics.MEMORY_ERRORS.labels(self.backing.mode, "injected").inc()
-            metrics.POISONED_BYTES.labels(self.backing.mode).inc(end - start)
+            metrics.MEMORY_ERRORS.labels(*self.backing.metric_labels, "injected").inc()
+            metrics.POISONED_BYTES.labels(*self.backing.metric_labels).inc(end - start)
         out = {"page": page, "granule_offset": start, "bytes_inaccessible": end - start,
                "was": {ABSENT: "absent", PRESENT: "installed", POISONED: "poisoned"}[state]}
         if state == PRESENT and self.backing.thp:

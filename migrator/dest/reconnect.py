@@ -45,7 +45,7 @@ class SourceStream:
     session: str
     image_id: str
     deadline: float  # seconds a reconnect may take before the migration fails
-    mode: str
+    labels: tuple[str, str]  # (mode, backing) of its metrics
     on_pause: Callable[[str], None]
     on_resume: Callable[[Recovery], None]
     stop: threading.Event
@@ -74,7 +74,7 @@ class SourceStream:
         cause = reason(error)
         self.on_pause(self.name)
         log.warning("%s stream of %s broke (%s); reconnecting", self.name, self.session, cause)
-        metrics.RETRIES.labels(self.mode, "reconnect").inc()
+        metrics.RETRIES.labels(*self.labels, "reconnect").inc()
         self.close()
         started = time.monotonic()
         for attempt in range(1, 1_000_000):
@@ -89,7 +89,7 @@ class SourceStream:
             except TRANSIENT as e:
                 waited = time.monotonic() - started
                 if waited > self.deadline:
-                    metrics.ERRORS.labels(self.mode, "source_lost").inc()
+                    metrics.ERRORS.labels(*self.labels, "source_lost").inc()
                     raise MigrationFailed(
                         f"the source did not come back within {self.deadline:.0f}s "
                         f"({attempt} attempts; last: {reason(e)}); raise --resume-deadline or "

@@ -158,7 +158,7 @@ class GuestSession:
         self.migration.telemetry.vcpu_tids.update(tids)
         self.migration.plane.set_vcpus(len(self.migration.telemetry.vcpu_tids))
         for vcpu in range(len(tids)):  # at zero now, so rate() sees the stalls when they come
-            metrics.VCPU_BLOCKTIME.labels(self.migration.backing.mode, str(vcpu))
+            metrics.VCPU_BLOCKTIME.labels(*self.migration.backing.metric_labels, str(vcpu))
 
     def _on_stalls(self, msg: dict) -> None:
         samples, vcpus = msg.get("samples_ns"), msg.get("vcpus")
@@ -178,9 +178,9 @@ class GuestSession:
         self.migration.telemetry.observe_stalls(events)
         sigbus = msg.get("sigbus", 0)
         if isinstance(sigbus, int) and sigbus > 0:
-            metrics.GUEST_SIGBUS.labels(mode).inc(sigbus)
+            metrics.GUEST_SIGBUS.labels(mode, backing).inc(sigbus)
         for v in vcpus:
-            metrics.VCPU_BLOCKTIME.labels(mode, str(v.get("vcpu"))).inc(float(v.get("total", 0)))
+            metrics.VCPU_BLOCKTIME.labels(mode, backing, str(v.get("vcpu"))).inc(float(v.get("total", 0)))
         self._on_guest_result({k: v for k, v in msg.items() if k not in ("samples_ns", "events")})
 
     def _on_digests(self, msg: dict) -> None:

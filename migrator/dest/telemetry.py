@@ -42,9 +42,9 @@ class Telemetry:
         self._faults = {k: metrics.FAULTS.labels(mode, kind, k) for k in ("vcpu", "other")}
         self._latency = metrics.NativeHistogram(plane.fault_latency,
                                                 metrics.FAULT_LATENCY.labels(mode, kind))
-        self._in_flight = metrics.URGENT_IN_FLIGHT.labels(mode)
+        self._in_flight = metrics.URGENT_IN_FLIGHT.labels(mode, kind)
         self._in_flight_seen = 0
-        self._remaining = metrics.PAGES_REMAINING.labels(mode)
+        self._remaining = metrics.PAGES_REMAINING.labels(mode, kind)
         self._stages: dict[str, list[float]] = {}
 
     # -- into Prometheus ---------------------------------------------------------------------
@@ -55,23 +55,23 @@ class Telemetry:
             self._latency.fold()
 
     def _sync_counters(self) -> None:
-        mode = self.backing.mode
+        labels = self.backing.metric_labels
         for stream, seen in self._seen.items():
             c = self.plane.counters(stream)
             now = {name: getattr(c, name) for name in _COUNTED}
             d = {name: now[name] - seen[name] for name in _COUNTED}
             if d["bytes"]:
-                metrics.FETCHED_BYTES.labels(mode, stream).inc(d["bytes"])
+                metrics.FETCHED_BYTES.labels(*labels, stream).inc(d["bytes"])
             if d["pages"]:
-                metrics.FETCHED_PAGES.labels(mode, stream).inc(d["pages"])
+                metrics.FETCHED_PAGES.labels(*labels, stream).inc(d["pages"])
                 self._remaining.dec(d["pages"])
             if d["verified_pages"]:
-                metrics.VERIFIED_PAGES.labels(mode).inc(d["verified_pages"])
+                metrics.VERIFIED_PAGES.labels(*labels).inc(d["verified_pages"])
             for race in ("eexist", "eagain"):
                 if d[race]:
-                    metrics.INSTALL_RACES.labels(mode, race).inc(d[race])
+                    metrics.INSTALL_RACES.labels(*labels, race).inc(d[race])
             if d["refetched_pages"]:
-                metrics.RETRIES.labels(mode, "digest_mismatch").inc(d["refetched_pages"])
+                metrics.RETRIES.labels(*labels, "digest_mismatch").inc(d["refetched_pages"])
             self._seen[stream] = now
         in_flight = self.plane.counters("urgent").in_flight
         self._in_flight.inc(in_flight - self._in_flight_seen)

@@ -34,7 +34,7 @@ def thp_rig(shmem_thp):  # noqa: F811
     def make(ranges: int, **policy) -> tuple[Rig, Collapser]:
         r = Rig(ranges * RANGE_PAGES, BackgroundPolicy(**policy), thp=True)
         made.append(r)
-        c = Collapser(r.plane, os.getpid(), r.guest.address, r.size, SIZE_2M, "thp")
+        c = Collapser(r.plane, os.getpid(), r.guest.address, r.size, SIZE_2M, ("thp", "shmem-thp-2M"))
         collapsers.append(c)
         return r, c
 

@@ -53,8 +53,9 @@ def test_thp_faults_4k_collapses_every_folio_and_the_guest_ends_pmd_mapped(
 
     req = urllib.request.Request(dest.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     text = urllib.request.urlopen(req, timeout=10).read().decode()
-    assert _metric(text, "migrator_collapses_total", mode="thp", result="collapsed") == FOLIOS
-    assert _metric(text, "migrator_collapse_seconds_count", mode="thp") == FOLIOS
-    assert _metric(text, "migrator_guest_pmd_mapped_bytes", mode="thp") == IMAGE_BYTES
+    thp = {"mode": "thp", "backing": "shmem-thp-2M"}
+    assert _metric(text, "migrator_collapses_total", **thp, result="collapsed") == FOLIOS
+    assert _metric(text, "migrator_collapse_seconds_count", **thp) == FOLIOS
+    assert _metric(text, "migrator_guest_pmd_mapped_bytes", **thp) == IMAGE_BYTES
     card = dest.client.dashboard()["migrations"][-1]
     assert card["collapse"] == {"folios": FOLIOS, "collapsed": FOLIOS, "failed": 0}

@@ -115,7 +115,7 @@ def test_source_killed_and_restarted_from_the_same_image(own_source):
         assert m["phase"] == "paused"
         metrics = urllib.request.urlopen(urllib.request.Request(
             dest.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).read().decode()
-        assert re.search(r'migrator_migrations\{mode="hgm",phase="paused"\} 1\.0', metrics)
+        assert re.search(r'migrator_migrations\{mode="hgm",backing="shmem-emulated-hgm",phase="paused"\} 1\.0', metrics)
         time.sleep(1.0)
         _, url = start()
         proxy.upstream_port = _port(url)
