@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 SCHEMA = "migrator/bench/2"
 MIN_REFERENCE_RUNS = 3
+# the modes whose migrations make each key's figure: its entry names their backing
+KEY_MODES = {"P1_p50": ("hgm",), "P1_p99": ("hgm",), "P1bg_p50": ("hgm",), "P1bg_p99": ("hgm",),
+             "P2": ("hugepage",), "P3": ("hgm",), "P4": ("hgm",), "P5": ("hgm",),
+             "STALL_RATIO": ("hgm", "hugepage")}
 
 
 def _median(samples: list[dict], key: str) -> float:
@@ -60,6 +64,10 @@ def compose(plan: Plan, config: dict, m: dict[str, Measurement]) -> dict:
     figures["STALL_RATIO"] = _key(m["STALL"], "ratio", None, "", "default experiment: hgm total "
                                   "vCPU stall ÷ hugepage total", plan.stall_repeats)
 
+    backings = _backings(m)
+    for key, entry in figures.items():
+        entry["backing"] = {mode: (backings.get(mode) or {}).get("backing")
+                            for mode in KEY_MODES[key]}
     goals = goals_for(plan.memory)
     values = {k: figures[k].get("value") for k in KEYS}
     return {
@@ -70,7 +78,7 @@ def compose(plan: Plan, config: dict, m: dict[str, Measurement]) -> dict:
         "met": {k: None if values[k] is None else met(goals[k], values[k]) for k in KEYS},
         "refused": {k: f["refused"] for k, f in figures.items() if "refused" in f},
         "config": config,
-        "backings": _backings(m),
+        "backings": backings,
         "figures": figures,
         "raw": {
             "figures": {name: meas.figure for name, meas in m.items()},

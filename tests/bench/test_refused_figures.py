@@ -99,5 +99,9 @@ def test_figures_from_a_migration_caught_running_or_failed_are_refused(rig, tmp_
     assert "P1 run 2 did not complete verified: phase failed" in result["refused"]["P1_p50"]
     assert "figure" not in result["figures"]["P1_p50"]
     assert result["backings"]["hgm"]["backing_label"] == "hgm (emulated on shmem)"
+    # each figure names the backing behind it (none measured for hugepage here)
+    assert result["figures"]["P1_p50"]["backing"] == {"hgm": "shmem-emulated-hgm"}
+    assert result["figures"]["STALL_RATIO"]["backing"] == {"hgm": "shmem-emulated-hgm",
+                                                           "hugepage": None}
     assert render.exit_status(result, check=False) == render.REFUSED
     assert "P1_p50" in render.text(result) and "REFUSED: P1 run 1" in render.text(result)

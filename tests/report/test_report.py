@@ -73,6 +73,14 @@ def test_report_table_holds_the_measured_numbers(run_dir):
     assert written.table.columns == list(MODES)
     assert rows["granularity"] == ["4 KiB", "2 MiB", "4 KiB"]
     assert rows["backing"][2] == "thp (shmem 2 MiB folios)"
+    # the page each mode's memory is made of: emulated hgm has no huge page at all
+    assert rows["huge page"] == ["none (shmem 4K)", "2M", "2M THP folio"]
+    # the guest's full check, as many pages as it checked: all those it did not write
+    checks = [m["guest_verify"] for m in json.loads((run_dir / "results.json").read_text())["modes"]]
+    assert rows["guest check"] == [
+        f"{v['pages_checked']}/{v['pages_checked']} pages, "
+        f"{v['writes_checked']}/{v['writes_checked']} writes" for v in checks]
+    assert all(v["pages_checked"] + v["pages_written"] == 65536 for v in checks)
     # thp: every 2 MiB folio collapsed, and the guest mapped by PMDs at the end like hugetlb;
     # emulated hgm stays at 4 KiB
     assert rows["2 MiB folios huge at handover"] == ["–", "–", "128/128"]
