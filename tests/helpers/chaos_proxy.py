@@ -24,6 +24,7 @@ class ChaosProxy:
         self.delay_s = 0.0
         self.refusing = False
         self.injected = 0
+        self.turned_away = 0  # connections reset at once: refusing, or no upstream to reach
         self._lock = threading.Lock()
         self._conns: list[tuple[socket.socket, socket.socket]] = []
         self._listener = socket.socket()
@@ -43,11 +44,13 @@ class ChaosProxy:
                 return
             if self.refusing:
                 _reset(client)
+                self.turned_away += 1
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
             except OSError:
                 _reset(client)
+                self.turned_away += 1
                 continue
             for s in (client, upstream):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -18,10 +18,12 @@ from cffi_uffd import SIZE_2M
 from helpers.chaos_proxy import ChaosProxy
 from helpers.daemons import start_source, stop_daemon
 from migrator.client.http import fetch_manifest
+from migrator.orchestration import wait_for
 
 from e2e.conftest import TOKEN, Dest, run_guest
 
 SEED = 23
+STALL_S = 3.0  # how long the destination is frozen: the fault injected, not a wait
 
 
 def _port(url: str) -> int:
@@ -66,11 +68,20 @@ def _start_guest(dest: Dest, *args: str) -> tuple[subprocess.Popen, str]:
     guest = subprocess.Popen([sys.executable, "-m", "migrator.cli", "guest", "--dest-socket",
                               dest.socket, *args, "--json"], stdout=subprocess.PIPE, text=True)
     _GUESTS.append(guest)
-    deadline = time.monotonic() + 30
-    while not dest.status()["migrations"]:
-        assert time.monotonic() < deadline and guest.poll() is None, "the guest never handed over"
-        time.sleep(0.05)
-    return guest, dest.status()["migrations"][0]["session"]
+
+    def handed_over() -> list:
+        assert guest.poll() is None, "the guest exited before handing over its memory"
+        return dest.status()["migrations"]
+
+    return guest, wait_for(handed_over, 30, "the guest's handover")[0]["session"]
+
+
+def _progress(dest: Dest, session: str, key: str) -> dict:
+    """The migration once `key` (e.g. pages_present, faults) is above 0, still running."""
+    m = wait_for(lambda: (lambda m: m if m[key] > 0 or m["phase"] != "running" else None)(
+        dest.migration(session)), 30, f"{key} > 0")
+    assert m["phase"] == "running" and m["pages_present"] < m["pages_total"], m  # mid-way
+    return m
 
 
 def _assert_nothing_lost(report: dict, pages: int) -> dict:
@@ -107,7 +118,7 @@ def test_source_killed_and_restarted_from_the_same_image(own_source):
     dest = Dest(proxy.url, "hgm", SIZE_2M, "--resume-deadline", "60")
     try:
         guest, session = _start_guest(dest, "--vcpus", "2", "--accesses", "2000")
-        time.sleep(0.3)
+        _progress(dest, session, "pages_present")
         proc.kill()  # kill -9
         proc.wait()
         proxy.break_all()
@@ -115,8 +126,11 @@ def test_source_killed_and_restarted_from_the_same_image(own_source):
         assert m["phase"] == "paused"
         metrics = urllib.request.urlopen(urllib.request.Request(
             dest.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).read().decode()
-        assert re.search(r'migrator_migrations\{mode="hgm",backing="shmem-emulated-hgm",phase="paused"\} 1\.0', metrics)
-        time.sleep(1.0)
+        assert re.search(r'migrator_migrations\{backing="shmem-emulated-hgm",mode="hgm",'
+                         r'phase="paused"\} 1\.0', metrics)
+        # the source stays away until the destination has tried to come back, and been refused
+        turned_away = proxy.turned_away
+        wait_for(lambda: proxy.turned_away >= turned_away + 2, 30, "reconnect attempts")
         _, url = start()
         proxy.upstream_port = _port(url)
         proxy.delay_s = 0
@@ -151,9 +165,9 @@ def test_a_guest_whose_vcpus_are_stuck_on_a_failed_migration_reports_and_exits(o
     proxy.delay_s = 0.001  # every fault takes a while: a vCPU is surely mid-fault below
     dest = Dest(proxy.url, "hgm", SIZE_2M, "--resume-deadline", "2", "--background-delay", "60")
     try:
-        guest, _ = _start_guest(dest, "--vcpus", "2", "--pattern", "uniform",
-                                "--accesses", "20000")
-        time.sleep(0.3)
+        guest, session = _start_guest(dest, "--vcpus", "2", "--pattern", "uniform",
+                                      "--accesses", "20000")
+        _progress(dest, session, "faults")  # the vCPUs are faulting
         proc.kill()
         proc.wait()
         proxy.break_all()
@@ -189,11 +203,12 @@ def test_a_destination_that_stalls_for_seconds_loses_nothing(own_source):
     dest = Dest(proxy.url, "hgm", SIZE_2M)
     try:
         guest, session = _start_guest(dest, "--vcpus", "2", "--accesses", "2000")
-        time.sleep(0.2)
+        _progress(dest, session, "pages_present")  # running, mid-way: the premise
         os.kill(dest.pid, signal.SIGSTOP)  # the whole daemon freezes, streams mid-reply
-        time.sleep(3)
+        time.sleep(STALL_S)
         os.kill(dest.pid, signal.SIGCONT)
         out, _ = guest.communicate(timeout=120)
-        _assert_nothing_lost(json.loads(out), pages)
+        m = _assert_nothing_lost(json.loads(out), pages)
+        assert m["duration_seconds"] > STALL_S  # the freeze fell inside the migration
     finally:
         dest.stop()
