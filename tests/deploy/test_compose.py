@@ -146,8 +146,7 @@ def test_grafana_is_provisioned_from_deploy_grafana(compose):
     assert mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
     dashboards_at = next(t for t, s in mounts.items() if s == "./grafana/dashboards")
     provisioning = DEPLOY / "grafana/provisioning"
-    if not provisioning.is_dir():
-        pytest.skip("deploy/grafana/ is not there yet (the observability work brings it)")
+    assert provisioning.is_dir()
     for path in provisioning.rglob("*.y*ml"):
         doc = yaml.safe_load(path.read_text()) or {}
         for provider in doc.get("providers", []):

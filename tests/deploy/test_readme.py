@@ -97,8 +97,7 @@ def test_the_tls_recipe_makes_certificates_that_verify_for_their_host(certificat
 
 def test_a_source_serves_the_recipe_certificate_to_a_client_that_trusts_only_the_ca(
         certificates, tmp_path):
-    if not knows(["source"], "--tls-cert"):
-        pytest.skip("migrator source has no --tls-cert yet")
+    assert knows(["source"], "--tls-cert")
     token = tmp_path / "token"
     token.write_text("readme-token\n")
     log = tmp_path / "source.log"
