@@ -73,6 +73,7 @@ def test_faults_racing_the_background_pull_are_installed_once(source, pool_2m, d
     m = _assert_clean(report, manifest.pages)
     assert m["pages_urgent"] + m["pages_background"] == manifest.pages
     assert m["refetched_pages"] == 0
+    assert m["faults_waited_on_background"] > 0  # the premise: a race with the puller happened
 
 
 def test_guest_writes_after_install_survive_to_the_end(source, dest_factory):
