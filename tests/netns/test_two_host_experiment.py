@@ -7,9 +7,9 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 from migrator.netns import ns
+from migrator.orchestration import wait_for
 
 from .conftest import ours
 
@@ -49,16 +49,15 @@ def test_sigint_mid_migration_removes_namespaces_and_processes(tmp_path):
          "--accesses", "20000", "--bandwidth", "100mbit", "--rtt", "1ms", "--out", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     inside: list[int] = []
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            names = ours(proc.pid)
-            inside = [p for n in names for p in ns.pids(n)]
-            if (tmp_path / "guest-hgm.log").exists() and len(inside) >= 4:
-                break  # probe, relay and source in one; destination and guest in the other
-            time.sleep(0.2)
+
+    def at_the_guest() -> list[int] | None:
+        # probe, relay and source in one namespace; destination and guest in the other
         assert proc.poll() is None, proc.stdout.read()
-        assert len(inside) >= 4, f"the run did not get to its guest in time: {inside}"
+        inside[:] = [p for n in ours(proc.pid) for p in ns.pids(n)]
+        return inside if (tmp_path / "guest-hgm.log").exists() and len(inside) >= 4 else None
+
+    try:
+        wait_for(at_the_guest, 60, "the run's guest", interval=0.2)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -67,8 +66,8 @@ def test_sigint_mid_migration_removes_namespaces_and_processes(tmp_path):
             proc.wait()
     assert proc.returncode == 130, out[-2000:]
     assert ours(proc.pid) == []
-    time.sleep(0.5)
-    assert [p for p in inside if ns.owner_alive(p)] == []
+    wait_for(lambda: not [p for p in inside if ns.owner_alive(p)], 10,
+             "the processes of the namespaces to be gone")
 
 
 def test_link_flags_need_two_host():
