@@ -9,7 +9,7 @@ from migrator.client.http import fetch_manifest
 from migrator.host import pools
 from migrator.protocol.manifest import DATA
 
-from .conftest import TOKEN, Dest, run_guest
+from .conftest import IMAGE_BYTES, TOKEN, Dest, run_guest
 
 
 def _assert_clean(report: dict, pages_total: int) -> dict:
@@ -98,3 +98,16 @@ def test_trace_recorded_in_one_mode_replays_the_same_faults_in_the_other(source,
     _assert_clean(replay, first["migration"]["pages_total"])
     assert replay["pattern"] == f"trace {trace}" and replay["vcpus"] == 2
     assert replay["verify"]["writes_checked"] == first["verify"]["writes_checked"]
+
+
+def test_hgm_on_shmem_migrates_an_image_smaller_than_the_1g_page_it_was_told(source,
+                                                                             dest_factory):
+    # --hugepage-size 1G (the default) with a 128 MiB image: shmem has 4 KiB pages, so the
+    # size of a hugetlb page does not apply to it
+    dest = dest_factory("hgm", 1 << 30)
+    backing = dest.status()["backing"]
+    if backing["backing"] != "shmem-emulated-hgm":
+        pytest.skip(f"this kernel has HGM: hgm runs on {backing['backing']}")
+    report = run_guest(dest, "--vcpus", "1", "--accesses", "200")
+    assert report["migration"]["phase"] == "complete"
+    assert report["migration"]["verified_pages"] == IMAGE_BYTES // 4096
