@@ -15,7 +15,16 @@ and its memory fd with SCM_RIGHTS, plus the regions as
   guest -> dest  {"type": "stalls", "threshold_ns", "vcpus": [summary...], "samples_ns": [...]}
   dest -> guest  {"type": "complete", "phase", "verified_pages", "mismatched_pages", ...}
   guest -> dest  {"type": "digests", "pages": [...]}  -> dest: {"type": "digests", "digests": [...]}
+  guest -> dest  {"type": "digests", "first": F, "count": N}
+                 -> dest: {"type": "digests", "first": F, "xxh3_64_le": base64 of N u64 LE}
   guest -> dest  {"type": "verify", ...}  then  {"type": "bye"}
+
+Before `ready` the destination refuses with {"type": "error", "message"} (and closes) anything
+it cannot use: another version, the wrong fds, regions that do not match the layout, a memfd
+that is not the memory behind the registered range (dest/guestproof.py). After `ready`, an
+unknown or invalid message, a second `memory` or a `bye` before `complete` ends the migration
+in phase guest-error; a disconnect in guest-lost. README.md, "The guest handshake", is the
+reference for implementers.
 """
 
 from __future__ import annotations
