@@ -31,7 +31,9 @@ VCPU_TIMEOUT_S = 120.0
 
 @pytest.fixture(params=MODES)
 def dest(request, source, pool_2m):
-    d = Dest(source.url, request.param, SIZE_2M)
+    # The pull at full speed beside the faults (by default it stands back while they are
+    # served): the races with it are what this file is about.
+    d = Dest(source.url, request.param, SIZE_2M, "--no-background-preempt")
     yield d
     d.stop()
 
