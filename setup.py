@@ -6,4 +6,5 @@ setup(cffi_modules=[
     "cffi_uffd/_cffi_src/build_uffd.py:ffibuilder",
     "migrator/_cffi_src/build_guest.py:ffibuilder",
     "migrator/_cffi_src/build_dataplane.py:ffibuilder",
+    "migrator/_cffi_src/build_sqlite.py:ffibuilder",
 ])

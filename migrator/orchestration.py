@@ -144,6 +144,17 @@ class Dest(Process):
 class Guest(Process):
     """`migrator guest --json`: its result is the JSON it prints when it ends."""
 
+    def finish(self, timeout: float) -> dict:
+        """Its result once it ends; killed (TimeoutError, with its log) if not within timeout."""
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.wait()
+            raise TimeoutError(f"{self.name} still running after {timeout:g} s:\n"
+                               f"{self.tail(60)}") from None
+        return self.result()
+
     def result(self) -> dict:
         text = self.stdout_path.read_text() if self.stdout_path.exists() else ""
         if not text.strip():
@@ -251,11 +262,4 @@ def run_guest(dest_socket: str, args: Sequence[str], *, timeout: float = 300.0,
               prefix: Sequence[str] = ()) -> dict:
     """A guest run to its end: its result (RuntimeError with its log if it gave none)."""
     with tempfile.TemporaryDirectory(prefix="migrator-guest-") as tmp:
-        guest = start_guest(dest_socket, args, tmp, prefix=prefix)
-        try:
-            guest.wait(timeout)
-        except subprocess.TimeoutExpired:
-            guest.kill()
-            guest.wait()
-            raise TimeoutError(f"guest still running after {timeout:g} s:\n{guest.tail(60)}")
-        return guest.result()
+        return start_guest(dest_socket, args, tmp, prefix=prefix).finish(timeout)

@@ -31,10 +31,11 @@ class Base:
         return f"localhost/{self.name}:{SUITE}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
-MIGRATOR = Base("migrator-base", ("python3", "python3-venv", "libxxhash0"))
+MIGRATOR = Base("migrator-base", ("python3", "python3-venv", "libxxhash0", "libsqlite3-0"))
 PROMETHEUS = Base("migrator-prometheus-base", ("prometheus",))
 # systemd as PID 1 for deploy/systemd's units, beside what the migrator image has.
-SYSTEMD = Base("migrator-systemd-base", ("systemd", "python3", "python3-venv", "libxxhash0"))
+SYSTEMD = Base("migrator-systemd-base", ("systemd", "python3", "python3-venv", "libxxhash0",
+                                         "libsqlite3-0"))
 
 
 def ensure(podman: Run, base: Base, timeout: float = 900) -> tuple[str, bool]:

@@ -22,6 +22,10 @@ def register(sub) -> None:
                    help="comma-separated subset of hgm,hugepage,thp (default: all three; thp "
                         "only where `host check` finds it can run)")
     options.add_workload(p, accesses=5000, seed=42)
+    options.add_real_workload(p)
+    p.add_argument("--database", type=Path, metavar="FILE",
+                   help="with --workload sqlite: this database (from `migrator workload "
+                        "build-sqlite --size` the --memory) instead of building one for the run")
     p.add_argument("--out", type=Path, default=Path("results/latest"))
     p.add_argument("--json", action="store_true", help="print results.json to stdout, no progress")
     options.add_poison(p, "on the source, and compare how much memory each mode loses")
@@ -77,6 +81,7 @@ def _default_modes() -> str:
 def run(args) -> int:
     from ..experiment.runner import Plan, run as run_plan
     from ..report import Run, Table, poison_ratio, stall_ratio
+    from ..report.workload_rows import workload_line
 
     if args.modes is None:
         args.modes = _default_modes()
@@ -96,7 +101,21 @@ def run(args) -> int:
                 poison_rate=args.poison, poison_pages=args.poison_pages,
                 policy=options.background_policy(args),
                 corruption_rate=args.inject_corruption,
-                corruption_pages=args.inject_corruption_pages)
+                corruption_pages=args.inject_corruption_pages,
+                workload=options.real_workload(args), after=args.after, database=args.database)
+    if args.database and plan.workload is None:
+        raise MigratorError("--database is the sqlite workload's: add --workload sqlite")
+    if args.database:
+        size = args.database.stat().st_size if args.database.is_file() else None
+        if size != args.memory:
+            raise MigratorError(f"--database {args.database} is "
+                                f"{'not a file' if size is None else f'{size} bytes'}, not "
+                                f"--memory {args.memory} bytes: build one with `migrator "
+                                f"workload build-sqlite --size {args.memory} --out FILE`")
+    if plan.workload is not None and (args.poison or args.poison_pages):
+        raise MigratorError("--poison with --workload sqlite: a query reading poisoned memory "
+                            "gets SIGBUS inside SQLite, which cannot go on after it; inject "
+                            "memory errors with a --pattern guest")
     results = run_plan(plan)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
@@ -107,6 +126,8 @@ def run(args) -> int:
             print(f"\n{stall_ratio(results)}")
         if poison_ratio(results):
             print(f"\n{poison_ratio(results)}")
+        if workload_line(results):
+            print(f"\n{workload_line(results)}")
         if "link" in results:
             from ..experiment.two_host import link_summary
 

@@ -144,3 +144,52 @@ def _ratio(text: str) -> float:
     if not 0 <= x <= 1:
         raise ValueError(f"{text}: a fraction within [0, 1]")
     return x
+
+
+def add_real_workload(p: argparse.ArgumentParser) -> None:
+    """A real workload instead of a pattern, and how long the guest runs after the migration."""
+    g = p.add_argument_group("real workload", "a SQLite database as the guest image (build it "
+                             "with `migrator workload build-sqlite`), queried by every vCPU")
+    g.add_argument("--workload", choices=("pattern", "sqlite"), default="pattern",
+                   help="pattern: --pattern's synthetic accesses (default); sqlite: queries")
+    g.add_argument("--mix", type=_typed(_mix), default=(70, 20, 10), metavar="P:R:J",
+                   help="weights of point lookups, range scans and joins (default 70:20:10)")
+    g.add_argument("--rate", type=_typed(_rate), default=1000.0, metavar="QPS",
+                   help="queries per second per vCPU, open loop: each query is due at its "
+                        "time and its latency counts from then (default 1000; 0: as fast "
+                        "as they go)")
+    g.add_argument("--after", type=_typed(_seconds), default=None, metavar="SECONDS",
+                   help="once memory has fully arrived, go on this long and measure the access "
+                        "(or query) rate (default: the sqlite workload 2s; patterns 5 rounds "
+                        "of random loads)")
+
+
+def real_workload(args: argparse.Namespace):
+    """The sqlite workload args ask for, or None (a pattern)."""
+    if args.workload != "sqlite":
+        return None
+    from ..guest.sqlite import Workload
+
+    if args.after is None:
+        args.after = 2.0
+    return Workload(mix=args.mix, rate=args.rate, seed=args.seed)
+
+
+def _mix(text: str) -> tuple[int, ...]:
+    from ..workload.queries import parse_mix
+
+    return parse_mix(text)
+
+
+def _rate(text: str) -> float:
+    x = float(text)
+    if x < 0:
+        raise ValueError(f"{text}: queries per second, 0 or more")
+    return x
+
+
+def _seconds(text: str) -> float:
+    x = float(text)
+    if not 0 < x <= 3600:
+        raise ValueError(f"{text}: seconds, more than 0 and at most 3600")
+    return x

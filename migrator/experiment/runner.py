@@ -26,6 +26,10 @@ from ..orchestration import (
 from ..report import load_run, render_run, write_samples
 from ..report.progress import Progress, bar
 from ..units import format_size, hugepage_label
+from ..workload import database
+from ..workload.check import check_answers
+from ..workload.queries import KINDS
+from .baseline import relate, run_baseline
 from .host_info import host_block
 from .two_host import Loopback, TwoHosts
 
@@ -47,8 +51,13 @@ class Plan:
     policy: BackgroundPolicy = field(default_factory=BackgroundPolicy)
     corruption_rate: float = 0.0  # fraction of pages the source serves wrong once
     corruption_pages: str | None = None  # pages the source always serves wrong
+    workload: object | None = None  # a migrator.guest.sqlite.Workload: SQLite queries
+    after: float | None = None  # seconds the guest goes on after the migration (--after)
+    database: Path | None = None  # the workload's database (built for the run if None)
     quiet: bool = False
     progress: Progress = field(init=False, repr=False)
+    image: Path | None = field(default=None, init=False)  # the guest image file, if not generated
+    baseline: dict = field(default_factory=dict, init=False)  # the run without a migration
 
     def __post_init__(self) -> None:
         self.progress = Progress(quiet=self.quiet)
@@ -144,10 +153,22 @@ def _watch(plan: Plan, mode: str, guest: Guest, dest: DestClient) -> None:
                               "the guest is checking a sample and its writes")
 
 
-def _save_samples(plan: Plan, mode: str, dest: DestClient, session: str) -> None:
+def _save_samples(plan: Plan, mode: str, dest: DestClient, session: str,
+                  queries: dict) -> None:
     lat = dest.latencies(session)
     write_samples(plan.out, mode, lat["backing_label"], session,
-                  {k: lat[k] for k in ("fault_latency_seconds", "vcpu_stall_seconds")})
+                  {**{k: lat[k] for k in ("fault_latency_seconds", "vcpu_stall_seconds")},
+                   **queries})
+
+
+def _query_samples(guest: dict) -> dict:
+    """The workload's raw query latencies, taken out of the guest's result for the samples
+    file (results.json keeps their summaries)."""
+    s = (guest.get("workload") or {}).pop("samples_s", None)
+    if not s:
+        return {}
+    return {"query_latency_seconds": s.get("during", []),
+            "query_latency_after_seconds": s.get("after", [])}
 
 
 def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token: str,
@@ -159,13 +180,10 @@ def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token:
                             extra=background_args(plan.policy),
                             env={"MIGRATOR_TOKEN": token}, prefix=hosts.dest_prefix)
     try:
-        _say(plan, f"[{mode}] destination up (pid {dest.pid}); guest: {plan.vcpus} vCPUs x "
-                   f"{plan.accesses} {plan.pattern} accesses")
+        _say(plan, f"[{mode}] destination up (pid {dest.pid}); guest: {_doing(plan)}")
         started = time.monotonic()
-        guest = start_guest(sock, ["--vcpus", str(plan.vcpus), "--pattern", plan.pattern,
-                                   "--accesses", str(plan.accesses), "--write-ratio",
-                                   str(plan.write_ratio), "--seed", str(plan.seed)],
-                            plan.out, name=f"guest-{mode}", prefix=hosts.dest_prefix)
+        guest = start_guest(sock, _guest_args(plan), plan.out, name=f"guest-{mode}",
+                            prefix=hosts.dest_prefix)
         try:
             _watch(plan, mode, guest, dest.client)
         finally:
@@ -180,8 +198,9 @@ def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token:
         _say(plan, f"[{mode}] {migration['phase']} in {time.monotonic() - started:.1f}s: "
                    f"{migration['faults']} faults, {migration['verified_pages']} pages verified, "
                    f"{migration['mismatched_pages']} mismatched")
-        _save_samples(plan, mode, dest.client, guest_result["session"])
-        result = _result(migration, guest_result)
+        _save_samples(plan, mode, dest.client, guest_result["session"],
+                      _query_samples(guest_result))
+        result = _result(migration, guest_result, plan.image)
         result["guest_exit_status"] = guest.returncode
         result["problems"] = verdict.problems(migration, guest_result.get("verify"),
                                               vcpus_blocked=bool(guest_result.get("vcpus_blocked")),
@@ -191,7 +210,41 @@ def _run_mode(plan: Plan, mode: str, hugepage_size: int, source_url: str, token:
         dest.stop()
 
 
-def _result(m: dict, guest: dict) -> dict:
+def _doing(plan: Plan) -> str:
+    if plan.workload is not None:
+        w = plan.workload
+        return (f"{plan.vcpus} vCPUs of SQLite queries, mix {':'.join(map(str, w.mix))} "
+                f"(point:range:join), {w.rate:g}/s each, {plan.after:g}s after the migration")
+    return f"{plan.vcpus} vCPUs x {plan.accesses} {plan.pattern} accesses"
+
+
+def _guest_args(plan: Plan) -> list[str]:
+    """What every guest of the run does (a mode's, and the baseline's)."""
+    after = ["--after", str(plan.after)] if plan.after is not None else []
+    if plan.workload is not None:
+        w = plan.workload
+        return ["--vcpus", str(plan.vcpus), "--workload", "sqlite", "--mix",
+                ":".join(map(str, w.mix)), "--rate", str(w.rate), "--seed", str(plan.seed),
+                *after]
+    return ["--vcpus", str(plan.vcpus), "--pattern", plan.pattern, "--accesses",
+            str(plan.accesses), "--write-ratio", str(plan.write_ratio), "--seed",
+            str(plan.seed), *after]
+
+
+def _check_workload(guest: dict, database: Path | None) -> dict | None:
+    """The guest's workload block, its sample of answers replaced by their check against the
+    database file."""
+    w = guest.get("workload")
+    if w is None:
+        return None
+    w = dict(w)
+    answers = w.pop("answers", [])
+    if database is not None:
+        w["answers_check"] = check_answers(database, answers)
+    return w
+
+
+def _result(m: dict, guest: dict, database: Path | None = None) -> dict:
     keys = ("mode", "backing", "backing_label", "granularity_bytes", "faults",
             "fault_latency_seconds", "bytes_urgent", "bytes_background", "pages_total",
             "pages_urgent", "pages_background", "zero_pages", "verified_pages",
@@ -208,7 +261,39 @@ def _result(m: dict, guest: dict) -> dict:
     out["poison"] = {**(m.get("poison") or {}), "guest_sigbus": guest.get("sigbus", {})}
     out["collapse"] = m.get("collapse")
     out["after_migration"] = guest.get("after_migration")
+    out["workload"] = _check_workload(guest, database)
     return out
+
+
+@contextlib.contextmanager
+def _and_then_the_run(plan: Plan, tmp: str):
+    """The guest image (built into tmp if needed), and the baseline run on it, before the run
+    reserves its huge pages: the baseline reserves and gives back its own."""
+    image = plan.image = _image(plan, Path(tmp))
+    _say(plan, "the baseline: the same guest with all memory local on 1 GiB pages (2 MiB "
+               "where none can be had), no migration")
+    baseline = run_baseline(plan.memory, _guest_args(plan) + (
+        ["--image", str(image)] if image else ["--memory", str(plan.memory)]), plan.out)
+    queries = _query_samples(baseline)
+    if queries:
+        write_samples(plan.out, "baseline", "baseline (all memory local)", "", queries)
+    baseline["workload"] = _check_workload(baseline, image)
+    plan.baseline = baseline
+    _say(plan, f"baseline on {baseline['mapping']['page_label']} pages: done")
+    yield image
+
+
+def _image(plan: Plan, tmp: Path) -> Path | None:
+    """The guest image file of the run: the workload's database (built now unless given)."""
+    if plan.workload is None:
+        return None
+    if plan.database is not None:
+        return plan.database
+    _say(plan, f"building a {format_size(plan.memory)} SQLite database for the guest")
+    built = database.build(plan.memory, tmp / "guest.db")
+    _say(plan, f"built: {built['orders']} orders, {built['customers']} customers, "
+               f"{built['items']} items")
+    return Path(built["path"])
 
 
 def relate_access_rates(modes: list[dict]) -> None:
@@ -243,9 +328,11 @@ def run(plan: Plan) -> dict:
     results: dict = {"host": host_block(detected), "modes": []}
     hosts = (TwoHosts(plan.link, plan.out, say=lambda text: _say(plan, text)) if plan.link
              else Loopback())
-    with _hugepages_for(plan, bool(detected.present)) as (hugepage_size, reservation), \
-            _shmem_thp_for(plan) as thp_knob, \
-            tempfile.TemporaryDirectory(prefix="migrator-exp-") as tmp, hosts:
+    with tempfile.TemporaryDirectory(prefix="migrator-exp-") as tmp, \
+            _and_then_the_run(plan, tmp) as image, \
+            _hugepages_for(plan, bool(detected.present)) as (hugepage_size, reservation), \
+            _shmem_thp_for(plan) as thp_knob, hosts:
+        results["baseline"] = plan.baseline
         if hosts.link is not None:
             results["link"] = hosts.link
         results["config"] = {
@@ -260,16 +347,23 @@ def run(plan: Plan) -> dict:
                                   "pages": plan.corruption_pages},
         }
         endpoint, source_url = hosts.source()
-        _say(plan, f"generating a {format_size(plan.memory)} guest image (seed {plan.seed}) "
-                   "and starting the source")
+        if plan.workload is not None:
+            results["config"]["workload"] = {
+                "name": "sqlite", "mix": dict(zip(KINDS, plan.workload.mix)),
+                "rate_per_vcpu": plan.workload.rate, "after_seconds": plan.after,
+                "database": str(plan.database) if plan.database else "built for the run"}
+        _say(plan, f"starting the source: image {image}" if image else
+             f"generating a {format_size(plan.memory)} guest image (seed {plan.seed}) and "
+             "starting the source")
         poison = (["--poison-pages", plan.poison_pages] if plan.poison_pages else
                   ["--poison", str(plan.poison_rate)] if plan.poison_rate else [])
         corruption = ((["--inject-corruption", str(plan.corruption_rate)]
                        if plan.corruption_rate else [])
                       + (["--inject-corruption-pages", plan.corruption_pages]
                          if plan.corruption_pages else []))
-        source = start_source(["--listen", endpoint.listen, "--memory", str(plan.memory),
-                               "--seed", str(plan.seed), *poison, *corruption], plan.out, url=endpoint.url,
+        what = ["--image", str(image)] if image else ["--memory", str(plan.memory)]
+        source = start_source(["--listen", endpoint.listen, *what, "--seed", str(plan.seed),
+                               *poison, *corruption], plan.out, url=endpoint.url,
                               env={"MIGRATOR_TOKEN": token}, prefix=hosts.source_prefix,
                               timeout=300)
         try:
@@ -279,6 +373,7 @@ def run(plan: Plan) -> dict:
         finally:
             source.stop()
     relate_access_rates(results["modes"])
+    relate(results["modes"], results["baseline"])
     comparison = poison_comparison(results["modes"])
     if comparison:
         results["poison"] = comparison

@@ -22,7 +22,7 @@ AFTER_LOADS = 2_000_000  # random loads per round of the after-migration access 
 
 def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_ratio: float,
               seed: int, completion_timeout: float = 600.0, record: str | None = None,
-              replay: str | None = None) -> dict:
+              replay: str | None = None, after: float | None = None) -> dict:
     dest = DestinationSession(socket_path, vcpus)
     layout = dest.layout
     memory = GuestMemory(layout["size"], layout["memory_page_size"], layout.get("thp_folio", 0))
@@ -35,19 +35,7 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
                          trace.load(replay, pages) if replay else None)
         dest.hand_over(memory)
         started = time.monotonic()
-        # The destination's verdict can come while vCPUs still run: if the migration fails,
-        # they are blocked on faults nobody will resolve, and the guest is lost.
-        verdict: dict = {}
-        heard = threading.Event()
-
-        def listen() -> None:
-            try:
-                verdict.update(dest.wait_complete(completion_timeout))
-            except Exception as e:  # reported below, from this thread
-                verdict["error"] = f"{type(e).__name__}: {e}"
-            heard.set()
-
-        threading.Thread(target=listen, daemon=True).start()
+        verdict, heard = listen_for_verdict(dest, completion_timeout)
         vcpus = threading.Thread(target=vcpu.run_all, args=(runs, dest.announce_vcpus),
                                  daemon=True)
         vcpus.start()
@@ -88,12 +76,35 @@ def run_guest(socket_path: str, vcpus: int, pattern: str, accesses: int, write_r
             result["verify"] = verify(dest, memory, vcpu.expected_writes(runs), pages, poisoned)
             dest.send({"type": "verify", **result["verify"]})
             if not poisoned:  # a load of poisoned memory would be a machine check
-                result["after_migration"] = rate.access_rate(memory.view, AFTER_LOADS, seed)
+                result["after_migration"] = rate.access_rate(memory.view, AFTER_LOADS, seed,
+                                                                  seconds=after)
         return result
     finally:
         dest.close()
         if not stuck:
             memory.close()
+
+
+def listen_for_verdict(dest: DestinationSession, timeout: float
+                       ) -> tuple[dict, threading.Event]:
+    """The destination's verdict on the migration, filled in by a thread; the event is set once
+    it came (or the wait failed: then verdict holds 'error').
+
+    The verdict can come while vCPUs still run: if the migration fails, they are blocked on
+    faults nobody will resolve, and the guest is lost.
+    """
+    verdict: dict = {}
+    heard = threading.Event()
+
+    def listen() -> None:
+        try:
+            verdict.update(dest.wait_complete(timeout))
+        except Exception as e:  # reported by the caller, from its thread
+            verdict["error"] = f"{type(e).__name__}: {e}"
+        heard.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    return verdict, heard
 
 
 def _sigbus_summary(runs: list[vcpu.VcpuRun], base: int) -> dict:

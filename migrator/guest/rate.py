@@ -17,16 +17,23 @@ from ._native import ffi, lib
 ROUNDS = 5
 
 
-def access_rate(view: Mapping, loads: int, seed: int) -> dict:
-    """Loads per second over the view (which must be all present: a fault would be timed)."""
+def access_rate(view: Mapping, loads: int, seed: int, seconds: float | None = None,
+                size: int | None = None) -> dict:
+    """Loads per second over the view's first size bytes (all of it by default; they must be
+    all present: a fault would be timed). seconds: rounds go on until that long has passed
+    (at least one), else ROUNDS of them."""
     base = ffi.cast("const uint8_t *", view.address)
     best = float("inf")
-    for r in range(ROUNDS):
+    started = time.monotonic()
+    rounds = 0
+    while rounds < ROUNDS if seconds is None else (not rounds or
+                                                   time.monotonic() - started < seconds):
         t0 = time.perf_counter_ns()
-        lib.random_reads(base, view.length, loads, seed + r)
+        lib.random_reads(base, size or view.length, loads, seed + rounds)
         best = min(best, time.perf_counter_ns() - t0)
+        rounds += 1
     mapped = smaps.mapping(view.address)
-    return {"loads": loads, "rounds": ROUNDS, "best_seconds": best / 1e9,
+    return {"loads": loads, "rounds": rounds, "best_seconds": best / 1e9,
             "accesses_per_second": loads / (best / 1e9),
             # how the view was mapped while measured (hugetlb counts apart from PMD-mapped shmem)
             "view_pmd_mapped_bytes": mapped.get("ShmemPmdMapped", 0),

@@ -23,6 +23,18 @@ class VcpuTrace:
     writes: bytes
 
 
+@dataclass
+class Recorded:
+    """A vCPU's recorded reads (a real workload's: pages only, no writes, no latencies)."""
+
+    pages: list[int]
+    writes: bytes = b""
+    latency_ns: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        self.writes = self.writes or bytes(len(self.pages))
+
+
 def save(path: str | Path, pages: int, runs: list) -> None:
     """Write the runs' access sequences and the latencies they saw."""
     body = {"schema": SCHEMA, "pages": pages, "vcpus": [

@@ -73,19 +73,30 @@ def plan(base: int, pages: int, vcpus: int, pattern: str, accesses: int, write_r
 def run_all(runs: list[VcpuRun], announce: Callable[[list[int]], None] | None = None) -> None:
     """Run every vCPU to the end of its accesses. announce(thread ids) is called once all vCPU
     threads exist and before any touches memory, so faults can be told apart by thread."""
-    ready = threading.Barrier(len(runs) + 1)
-    tids = [0] * len(runs)
-
-    def body(r: VcpuRun) -> None:
-        tids[r.vcpu] = threading.get_native_id()
-        ready.wait()
+    def body(v: int) -> None:
+        r = runs[v]
         # A VMM turns SIGBUS on poisoned memory into a machine check for the guest and goes on.
         done = touch(r.addresses, r.writes, r.values, catch_sigbus=True)
         r.latency_ns, r.start_ns, r.sigbus = done.latency_ns, done.start_ns, done.sigbus
 
+    run_threads(len(runs), body, announce)
+
+
+def run_threads(count: int, body: Callable[[int], None],
+                announce: Callable[[list[int]], None] | None = None) -> None:
+    """body(v) in vCPU threads v = 0..count-1, to their end. announce(thread ids) is called once
+    all the threads exist and before any body starts."""
+    ready = threading.Barrier(count + 1)
+    tids = [0] * count
+
+    def thread(v: int) -> None:
+        tids[v] = threading.get_native_id()
+        ready.wait()
+        body(v)
+
     # daemon: a vCPU blocked on a fault nobody will resolve must not keep the process alive
-    threads = [threading.Thread(target=body, args=(r,), name=f"vcpu{r.vcpu}", daemon=True)
-               for r in runs]
+    threads = [threading.Thread(target=thread, args=(v,), name=f"vcpu{v}", daemon=True)
+               for v in range(count)]
     for t in threads:
         t.start()
     try:

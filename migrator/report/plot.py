@@ -13,8 +13,14 @@ from ..units import format_seconds
 
 MODE_COLORS = {"hgm": "#0f8b8d", "hugepage": "#d9731a", "thp": "#7c3aed"}
 CYCLE = ["#0f8b8d", "#d9731a", "#2563eb", "#b91c1c", "#7c3aed", "#15803d", "#a16207", "#475569"]
-STYLES = {"fault_latency_seconds": "-", "vcpu_stall_seconds": "--"}
-NAMES = {"fault_latency_seconds": "fault resolution", "vcpu_stall_seconds": "vCPU stall"}
+STYLES = {"fault_latency_seconds": "-", "vcpu_stall_seconds": "--",
+          "query_latency_seconds": "-", "query_latency_after_seconds": ":",
+          "query_latency_baseline_seconds": "-"}
+NAMES = {"fault_latency_seconds": "fault resolution", "vcpu_stall_seconds": "vCPU stall",
+         "query_latency_seconds": "query, during postcopy",
+         "query_latency_after_seconds": "query, after completion",
+         "query_latency_baseline_seconds": "query, no migration"}
+BASELINE_COLOR = "#475569"
 MAX_POINTS = 4000  # per line: a CDF drawn from more points looks the same
 
 

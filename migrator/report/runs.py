@@ -36,6 +36,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         raise MigratorError(f"{results_file}: not an experiment's results.json (no 'modes' list)")
     run_dir = results_file.parent
     samples = {m["mode"]: read_samples(run_dir, m["mode"]) for m in results["modes"]}
+    if results.get("baseline"):
+        samples["baseline"] = read_samples(run_dir, "baseline")
     return Run(run_dir, results, label or run_dir.resolve().name, samples)
 
 

@@ -2,7 +2,8 @@
 
 results.json keeps summaries; plots need every sample. One JSON object per mode:
 {"schema", "mode", "backing_label", "session", "fault_latency_seconds": [...]} and, when a
-source of them exists, "vcpu_stall_seconds": [...].
+source of them exists, "vcpu_stall_seconds": [...]; with a real workload, its query latencies
+during postcopy and after completion. The baseline run (no migration) is mode "baseline".
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 from pathlib import Path
 
 SCHEMA = "migrator/samples/1"
-SERIES = ("fault_latency_seconds", "vcpu_stall_seconds")
+SERIES = ("fault_latency_seconds", "vcpu_stall_seconds", "query_latency_seconds",
+          "query_latency_after_seconds")
+QUERY_SERIES = SERIES[2:]
 
 
 def samples_path(run_dir: Path, mode: str) -> Path:

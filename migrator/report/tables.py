@@ -11,6 +11,7 @@ from typing import Callable
 
 from ..units import format_seconds, format_size, hugepage_label
 from .runs import Run
+from .workload_rows import ROWS as WORKLOAD_ROWS
 
 
 def duration(seconds: float | None) -> str:
@@ -103,9 +104,18 @@ def _rate_after(m: dict, _: dict) -> str:
     a = m.get("after_migration") or {}
     if not a.get("accesses_per_second"):
         return "–"
-    rel = a.get("vs_hugepage")
-    return (f"{a['accesses_per_second'] / 1e6:.1f} M/s"
-            + (f" ({rel:.2f}x hugepage)" if rel is not None else ""))
+    rel = [f"{a['vs_hugepage']:.2f}x hugepage"] if a.get("vs_hugepage") is not None else []
+    if a.get("vs_1g") is not None:
+        rel.append(f"{a['vs_1g']:.2f}x {a.get('reference_pages') or '1G'}-mapped")
+    return f"{a['accesses_per_second'] / 1e6:.1f} M/s" + (f" ({', '.join(rel)})" if rel else "")
+
+
+def _doing(m: dict, c: dict) -> str:
+    w = c.get("workload")
+    if w:
+        mix = ":".join(str(v) for v in w["mix"].values())
+        return f"sqlite {mix}, {c.get('vcpus')} vCPUs x {w['rate_per_vcpu']:g} q/s"
+    return f"{c.get('pattern')}, {c.get('vcpus')} vCPUs x {c.get('accesses_per_vcpu')}"
 
 
 # Huge pages in the guest: what the thp mode collapsed as ranges completed, what is mapped
@@ -130,8 +140,7 @@ HUGE_ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
 ROWS: list[tuple[str, Callable[[dict, dict], str]]] = [
     ("guest memory", lambda m, c: c.get("memory") or format_size(c.get("memory_bytes", 0))),
     ("huge page", lambda m, c: _huge_page(m, c)),
-    ("access pattern", lambda m, c: f"{c.get('pattern')}, {c.get('vcpus')} vCPUs x "
-                                    f"{c.get('accesses_per_vcpu')}"),
+    ("access pattern", _doing),
     ("backing", lambda m, _: m.get("backing_label", "?")),
     ("granularity", lambda m, _: format_size(m["granularity_bytes"]) if m.get("granularity_bytes") else "–"),
     ("faults", lambda m, _: str(m.get("faults", "–"))),
@@ -193,7 +202,9 @@ class Table:
         self.columns: list[str] = []
         rows = ROWS
         if any(r.results.get("poison") for r in runs):
-            rows = ROWS[:-1] + POISON_ROWS + ROWS[-1:]
+            rows = rows[:-1] + POISON_ROWS + rows[-1:]
+        if any(m.get("workload") for r in runs for m in r.modes):
+            rows = rows[:5] + WORKLOAD_ROWS + rows[5:]
         cells: list[list[str]] = []
         for run in runs:
             config = run.results.get("config", {})

@@ -54,7 +54,8 @@ def test_the_project_comes_from_the_wheelhouse_offline_and_no_compiler_is_instal
     assert re.search(r"pip install --no-index [^&]*--find-links /wheels migrator", runs)
     assert not [rest for op, rest in _instructions() if op in ("COPY", "ADD")]
     installed = re.findall(r"for p in ([^;]+);", runs)
-    assert installed and set(installed[0].split()) == {"python3", "python3-venv", "libxxhash0"}
+    assert installed and set(installed[0].split()) == {"python3", "python3-venv", "libxxhash0",
+                                                           "libsqlite3-0"}
     for compiler in ("gcc", "clang", "build-essential", "-dev"):
         assert compiler not in runs, compiler
 
