@@ -45,7 +45,7 @@ def test_answers_over_migrated_memory_equal_a_local_copy_of_every_kind_and_the_r
     db, _ = db_source
     recorded = tmp_path / "sqlite.trace"
     r = run_guest(db_dest_factory("hgm"), "--workload", "sqlite", "--vcpus", "2", "--rate",
-                  "2000", "--after", "0.3", "--record", str(recorded))
+                  "2000", "--after", "0.3", "--record", str(recorded), timeout=120)
     assert r["migration"]["phase"] == "complete" and r["verify"]["mismatched_pages"] == 0
     w = r["workload"]
     assert not w["errors"] and w["queries"]["total"] > 0 and w["during"]["count"] > 0
@@ -68,7 +68,7 @@ def test_answers_over_migrated_memory_equal_a_local_copy_of_every_kind_and_the_r
     assert all(v.pages and not any(v.writes) for v in replay)
     assert {0} <= set(replay[0].pages)  # page 1 of the database: its header and schema root
     # ...that a pattern guest replays in another mode
-    again = run_guest(db_dest_factory("hugepage"), "--replay", str(recorded))
+    again = run_guest(db_dest_factory("hugepage"), "--replay", str(recorded), timeout=120)
     assert again["migration"]["phase"] == "complete"
     assert again["accesses_per_vcpu"] == len(replay[0].pages)
     assert again["verify"]["mismatched_pages"] == 0
@@ -76,6 +76,7 @@ def test_answers_over_migrated_memory_equal_a_local_copy_of_every_kind_and_the_r
 
 def test_a_guest_image_that_is_not_a_database_is_named(source, dest_factory):
     # the e2e source serves a synthetic image: SQLite finds no database in it
-    r = run_guest(dest_factory("hgm"), "--workload", "sqlite", "--vcpus", "1", "--after", "0.1")
+    r = run_guest(dest_factory("hgm"), "--workload", "sqlite", "--vcpus", "1", "--after", "0.1",
+                  timeout=120)
     assert r["workload"]["errors"]
     assert "migrator workload build-sqlite" in r["workload"]["errors"][0]
