@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from ..errors import MigratorError
-from . import bench, dest, experiment, guest, host, report, source, workload
+from . import bench, dest, experiment, guest, host, model, report, source, sweep, workload
 
 # Each module has register(subparsers); the parser it adds sets func(args) -> exit status.
-_COMMANDS = (host, source, dest, guest, experiment, report, bench, workload)
+_COMMANDS = (host, source, dest, guest, experiment, sweep, model, report, bench, workload)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,7 @@ class Plan:
     workload: object | None = None  # a migrator.guest.sqlite.Workload: SQLite queries
     after: float | None = None  # seconds the guest goes on after the migration (--after)
     database: Path | None = None  # the workload's database (built for the run if None)
+    replay: str | None = None  # a trace recorded with `guest --record`, instead of the pattern
     quiet: bool = False
     progress: Progress = field(init=False, repr=False)
     image: Path | None = field(default=None, init=False)  # the guest image file, if not generated
@@ -226,9 +227,10 @@ def _guest_args(plan: Plan) -> list[str]:
         return ["--vcpus", str(plan.vcpus), "--workload", "sqlite", "--mix",
                 ":".join(map(str, w.mix)), "--rate", str(w.rate), "--seed", str(plan.seed),
                 *after]
+    replay = ["--replay", str(plan.replay)] if plan.replay else []
     return ["--vcpus", str(plan.vcpus), "--pattern", plan.pattern, "--accesses",
             str(plan.accesses), "--write-ratio", str(plan.write_ratio), "--seed",
-            str(plan.seed), *after]
+            str(plan.seed), *replay, *after]
 
 
 def _check_workload(guest: dict, database: Path | None) -> dict | None:
@@ -338,7 +340,8 @@ def run(plan: Plan) -> dict:
         results["config"] = {
             "memory_bytes": plan.memory, "memory": format_size(plan.memory),
             "hugepage_size": hugepage_size, "hugepage_size_requested": plan.hugepage_size,
-            "hugepages_reserved": reservation, "modes": plan.modes, "pattern": plan.pattern,
+            "hugepages_reserved": reservation, "modes": plan.modes,
+            "pattern": f"trace {plan.replay}" if plan.replay else plan.pattern,
             "vcpus": plan.vcpus, "accesses_per_vcpu": plan.accesses,
             "write_ratio": plan.write_ratio, "seed": plan.seed,
             "background_policy": asdict(plan.policy),

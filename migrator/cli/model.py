@@ -1,0 +1,5 @@
+"""`migrator model`: placeholder, filled below."""
+
+
+def register(sub) -> None:
+    pass
