@@ -1,0 +1,1 @@
+"""The postcopy model: calibrated here, validated against measured runs, predicting any size."""

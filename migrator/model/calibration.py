@@ -1,0 +1,147 @@
+"""The model's calibration: what this host's migrations cost, fitted from short local runs.
+
+`migrator model calibrate` runs CALIBRATION (a sweep of its own: another seed and pattern, and
+other link settings, than any validation point) and fits, per mode:
+- the fault's cost besides its round trip and bytes, as quantiles: each vCPU stall of the
+  calibration runs minus the measured path RTT (hgm, thp: their 4 KiB faults are that cost);
+  for whole huge pages the sum of the fault anatomy's stages other than network and receive
+  (fault_stages in results.json, migrator_fault_stage_seconds). Once on the slow shaped link
+  ("idle": the host waits on the link) and once unshaped ("busy": the background pull keeps
+  the CPUs busy, and 4 vCPU threads share 2 cores); a link in between is weighted by where
+  its bandwidth lies between the two, on a log scale;
+- the urgent stream's and the background pull's rates as 1 / (1/link + c): c, the CPU's
+  seconds per byte, fitted at both links and weighted the same way;
+- the start-up: what a migration takes beyond the model's, on the calibration points.
+The link's own RTT floor and the tbf's efficiency (measured / asked) come from the runs' link
+measurements. The file holds the host's description (kernel, cores, pools).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+from ..errors import MigratorError
+from ..report.samples import read_samples
+
+SCHEMA = "migrator/model-calibration/1"
+QUANTILES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
+MIN_COST = 5e-6
+CALIBRATION = {  # a sweep spec (migrator/sweep/spec.py); never a validation point
+    "name": "calibration", "modes": ["hgm", "hugepage"], "seed": 7,
+    "grid": {"link": ["500mbit/1ms", "unshaped"], "memory": ["128MiB"], "hugepage_size": ["2M"],
+             "vcpus": [4], "pattern": ["hotset"], "accesses": [2000]},
+}
+
+
+def _quantiles(values: list[float]) -> list[list[float]]:
+    v = sorted(max(MIN_COST, x) for x in values)
+    if not v:
+        return [[0.0, MIN_COST], [1.0, MIN_COST]]
+    return [[q, v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))]] for q in QUANTILES]
+
+
+def _stage_cost(stages: dict) -> list[list[float]]:
+    """Whole-huge-page faults: the stages besides network and receive, quantile by quantile."""
+    names = ("queue", "request", "verify", "install", "wake")
+    if not stages or "queue" not in stages:
+        return [[0.0, MIN_COST], [1.0, MIN_COST]]
+    points = {0.0: "p50", 0.5: "p50", 0.9: "p90", 0.99: "p99", 1.0: "p99"}
+    return [[q, max(MIN_COST, sum((stages[n] or {}).get(k) or 0.0 for n in names))]
+            for q, k in points.items()]
+
+
+def link_of(results: dict) -> dict:
+    """The path as measured before the run: RTT p50 and throughput, bytes/s."""
+    m = (results.get("link") or {}).get("measured") or {}
+    rtt = (m.get("rtt_seconds") or {}).get("p50") or 30e-6  # loopback: one host
+    bits = m.get("throughput_bits_per_second") or 20e9
+    return {"rtt": rtt, "bytes_per_second": bits / 8,
+            "requested_bits": ((results.get("link") or {}).get("requested") or {})
+            .get("bandwidth_bits_per_second")}
+
+
+def _c(achieved: float, link: float) -> float:
+    return max(0.0, 1 / achieved - 1 / link) if achieved > 0 else 0.0
+
+
+def fit(runs: list[tuple[Path, dict]]) -> dict:
+    """Fit from calibration runs (path, results.json): one shaped, one unshaped."""
+    by_regime: dict[str, list[tuple[Path, dict]]] = {"idle": [], "busy": []}
+    for path, r in runs:
+        regime = "idle" if link_of(r)["requested_bits"] else "busy"
+        by_regime[regime].append((path, r))
+    if not by_regime["idle"] or not by_regime["busy"]:
+        raise MigratorError("the calibration needs a shaped and an unshaped two-host run")
+    out: dict = {"schema": SCHEMA, "modes": {}, "regimes": {}}
+    for regime, items in by_regime.items():
+        links = [link_of(r) for _, r in items]
+        out["regimes"][regime] = {"link_bytes_per_second": statistics.median(
+            lk["bytes_per_second"] for lk in links),
+            "rtt": statistics.median(lk["rtt"] for lk in links)}
+    shaped = [link_of(r) for _, r in by_regime["idle"]]
+    out["tbf_efficiency"] = statistics.median(lk["bytes_per_second"] * 8 / lk["requested_bits"]
+                                              for lk in shaped)
+    out["rtt_floor"] = out["regimes"]["busy"]["rtt"]
+    modes = sorted({m["mode"] for _, r in runs for m in r["modes"]})
+    bg_c: dict[str, list[float]] = {"idle": [], "busy": []}
+    for mode in modes:
+        fitted: dict = {}
+        for regime, items in by_regime.items():
+            costs, c_urgent = [], []
+            for path, r in items:
+                lk = link_of(r)
+                m = next((x for x in r["modes"] if x["mode"] == mode), None)
+                if m is None:
+                    continue
+                if m.get("granularity_bytes", 4096) == 4096:
+                    stalls = read_samples(path, mode).get("vcpu_stall_seconds") or []
+                    costs.append(_quantiles([s - lk["rtt"] for s in stalls]))
+                else:
+                    costs.append(_stage_cost(m.get("fault_stages") or {}))
+                    if m["vcpu_run_seconds"] > 0:
+                        c_urgent.append(_c(m["bytes_urgent"] / m["vcpu_run_seconds"],
+                                           lk["bytes_per_second"]))
+                after = m["duration_seconds"] - m["vcpu_run_seconds"]
+                if m.get("granularity_bytes", 4096) == 4096 and after > 0.02:
+                    bg_c[regime].append(_c(m["bytes_background"] / after, lk["bytes_per_second"]))
+            if costs:
+                fitted[f"cost_{regime}"] = [[q, statistics.median(c[i][1] for c in costs)]
+                                            for i, (q, _) in enumerate(costs[0])]
+            fitted[f"urgent_c_{regime}"] = statistics.median(c_urgent) if c_urgent else None
+        out["modes"][mode] = fitted
+    for regime in ("idle", "busy"):
+        out["regimes"][regime]["background_c"] = statistics.median(bg_c[regime]) if bg_c[regime] else 0.0
+    return out
+
+
+def weight(cal: dict, link_bytes_per_second: float) -> float:
+    """0 at the idle (shaped) calibration link's bandwidth or below, 1 at the unshaped one's."""
+    lo = cal["regimes"]["idle"]["link_bytes_per_second"]
+    hi = cal["regimes"]["busy"]["link_bytes_per_second"]
+    if hi <= lo:
+        return 1.0
+    x = (math.log(max(link_bytes_per_second, 1)) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return min(1.0, max(0.0, x))
+
+
+def save(cal: dict, path: Path, host: dict, runs: list[str]) -> Path:
+    body = {**cal, "host": host, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "calibration_spec": CALIBRATION, "runs": runs}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2) + "\n")
+    return path
+
+
+def load(path: Path) -> dict:
+    try:
+        body = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise MigratorError(f"cannot read the calibration {path}: {e}; run `migrator model "
+                            f"calibrate` first") from None
+    if body.get("schema") != SCHEMA:
+        raise MigratorError(f"{path}: not a model calibration (schema {SCHEMA})")
+    return body
