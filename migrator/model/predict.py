@@ -40,6 +40,8 @@ def _mode_cal(cal: dict, mode: str) -> tuple[dict, str]:
     if mode in cal["modes"]:
         return cal["modes"][mode], mode
     stand_in = "hgm" if mode in GRANULE_4K_MODES else "hugepage"
+    if stand_in not in cal["modes"]:
+        stand_in = next(iter(cal["modes"]))
     return cal["modes"][stand_in], stand_in
 
 
@@ -58,7 +60,8 @@ def link_for(cal: dict, q: Question) -> tuple[sim.Link, float, dict]:
         w = 1.0
     bg_c = _mix(cal["regimes"]["idle"]["background_c"], cal["regimes"]["busy"]["background_c"], w)
     burst = max(TBF_MIN_BURST, int(rate / 1000)) if (q.bandwidth or q.measured_bytes_per_second) else 0
-    link = sim.Link(rtt=rtt, urgent_rate=rate, background_rate=1 / (1 / rate + bg_c), burst=burst)
+    link = sim.Link(rtt=rtt, urgent_rate=rate, background_rate=1 / (1 / rate + bg_c), burst=burst,
+                    rate=rate)
     return link, w, {"link_bytes_per_second": rate, "rtt": rtt, "from": how, "weight_busy": w,
                      "background_rate": link.background_rate}
 

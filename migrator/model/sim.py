@@ -43,6 +43,7 @@ class Link:
     urgent_rate: float  # bytes/s the urgent stream achieves
     background_rate: float  # bytes/s the background pull achieves
     burst: int = 0  # bytes a reply may take from a full token bucket without waiting
+    rate: float = 0.0  # bytes/s of the link itself (shared by both streams); 0: urgent_rate
 
 
 @dataclass
@@ -193,9 +194,9 @@ class _Migration:
             self.bg_next, self.bg_event = hi, env.event()
             before = self.urgent_bytes_total
             yield env.timeout(nbytes / self.bg_rate)
-            shared = self.urgent_bytes_total - before  # urgent bytes took their share meanwhile
+            shared = self.urgent_bytes_total - before  # urgent bytes took the link meanwhile
             if shared:
-                yield env.timeout(shared / self.bg_rate)
+                yield env.timeout(shared / (self.c.link.rate or self.c.link.urgent_rate))
             self.out.bytes_background += nbytes
             self.bg_done = hi
             self.bg_event.succeed()
