@@ -15,7 +15,8 @@ Processes:
   less than STAND_BACK_SECONDS ago when the guest's vCPUs fill the host's CPUs, as the
   destination does (dest/dataplane.py).
 
-The migration ends when the last granule is present, plus the calibrated start-up time.
+The pull starts after the calibrated start-up time (its connection, the zero sweep); the
+migration ends when the last granule is present.
 """
 
 from __future__ import annotations
@@ -183,6 +184,7 @@ class _Migration:
 
     def background(self):
         env = self.env
+        yield env.timeout(self.c.startup)  # connecting, the zero sweep: before the first chunk
         total = self._data_below(self.granules) * PAGE_SIZE
         step = max(1, max(self.c.chunk, int(total / BG_STEPS)) // self.c.granule)
         while self.bg_done < self.granules:
@@ -219,7 +221,7 @@ class _Migration:
         bg = self.env.process(self.background())
         self.env.run()
         del bg
-        self.out.migration = max(self.out.migration, self.out.vcpu_run) + self.c.startup
+        self.out.migration = max(self.out.migration, self.out.vcpu_run)
         return self.out
 
 
