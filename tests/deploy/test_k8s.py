@@ -101,7 +101,7 @@ def test_containers_run_commands_the_cli_accepts(k8s_documents):
     for name, template in _pod_templates(k8s_documents):
         for c in template["spec"]["containers"]:
             args = parse(c["args"])
-            assert args.command in ("source", "dest", "guest"), name
+            assert args.command in ("source", "dest", "guest", "sweep"), name
 
 
 def test_container_ports_probes_and_services_follow_the_listen_flag(k8s_documents):
@@ -197,7 +197,8 @@ def test_the_source_is_unprivileged_and_the_destination_drops_every_capability(k
 
 
 def test_the_example_guest_uses_the_destination_socket_on_its_node(k8s_documents):
-    (job,) = k8s_by_kind(k8s_documents, "Job")
+    (job,) = [j for j in k8s_by_kind(k8s_documents, "Job")
+              if j["metadata"]["name"] == "migrator-guest"]
     template = job["spec"]["template"]
     (guest,) = template["spec"]["containers"]
     dest_workload = _workload(k8s_documents, "dest")
@@ -239,3 +240,27 @@ def test_service_monitors_scrape_each_service_port_with_the_token_over_tls(k8s_d
         name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
         assert tls["serverName"] == f"{name}.{namespace}.svc"
     assert components == {"source", "dest"}
+
+
+def test_the_sweep_job_runs_one_point_of_its_grid_per_index(k8s_documents):
+    """An Indexed Job with as many completions as its ConfigMap's grid has points, each pod
+    running `migrator sweep` (which reads JOB_COMPLETION_INDEX) into a results tree."""
+    from migrator.sweep import parse
+
+    (job,) = [j for j in k8s_by_kind(k8s_documents, "Job")
+              if j["metadata"]["name"] == "migrator-sweep"]
+    (config,) = [c for c in k8s_by_kind(k8s_documents, "ConfigMap")
+                 if c["metadata"]["name"] == "migrator-sweep-spec"]
+    spec = parse(yaml.safe_load(config["data"]["grid.yaml"]))
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == len(spec.points())
+    template = job["spec"]["template"]
+    (c,) = template["spec"]["containers"]
+    assert c["args"][:2] == ["sweep", "/etc/migrator/sweep/grid.yaml"]
+    assert any(a.startswith("--out=/results/") for a in c["args"])
+    assert "hugepages-1Gi" in c["resources"]["limits"]
+    assert spec.axes["hugepage_size"] == ["1G"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes[mounts["/etc/migrator/sweep"]]["configMap"]["name"] == "migrator-sweep-spec"
+    assert "hostPath" in volumes[mounts["/results"]]
