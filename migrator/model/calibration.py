@@ -65,7 +65,9 @@ def link_of(results: dict) -> dict:
 
 
 def _c(achieved: float, link: float) -> float:
-    return max(0.0, 1 / achieved - 1 / link) if achieved > 0 else 0.0
+    """CPU seconds per byte beyond the link's: negative when a stream beat the link probe's
+    single stream (unshaped, the probe is not the ceiling); 1/link + c stays positive."""
+    return 1 / achieved - 1 / link if achieved > 0 else 0.0
 
 
 def fit(runs: list[tuple[Path, dict]]) -> dict:
@@ -91,7 +93,7 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
     for mode in modes:
         fitted: dict = {}
         for regime, items in by_regime.items():
-            costs, c_urgent = [], []
+            costs, c_urgent, work = [], [], []
             for path, r in items:
                 lk = link_of(r)
                 m = next((x for x in r["modes"] if x["mode"] == mode), None)
@@ -101,10 +103,16 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                     stalls = read_samples(path, mode).get("vcpu_stall_seconds") or []
                     costs.append(_quantiles([s - lk["rtt"] for s in stalls]))
                 else:
-                    costs.append(_stage_cost(m.get("fault_stages") or {}))
+                    stages = m.get("fault_stages") or {}
+                    costs.append(_stage_cost(stages))
+                    granule_bytes = m["bytes_urgent"] / max(1, m["faults"])
+                    if stages.get("verify") and granule_bytes:
+                        work.append(sum((stages[n] or {}).get("p50") or 0.0
+                                        for n in ("verify", "install")) / granule_bytes)
                     if m["vcpu_run_seconds"] > 0:
                         c_urgent.append(_c(m["bytes_urgent"] / m["vcpu_run_seconds"],
                                            lk["bytes_per_second"]))
+                # the pull once the vCPUs are done (it stands back for their faults before)
                 after = m["duration_seconds"] - m["vcpu_run_seconds"]
                 if m.get("granularity_bytes", 4096) == 4096 and after > 0.02:
                     bg_c[regime].append(_c(m["bytes_background"] / after, lk["bytes_per_second"]))
@@ -112,7 +120,16 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                 fitted[f"cost_{regime}"] = [[q, statistics.median(c[i][1] for c in costs)]
                                             for i, (q, _) in enumerate(costs[0])]
             fitted[f"urgent_c_{regime}"] = statistics.median(c_urgent) if c_urgent else None
+            if work:
+                fitted[f"work_seconds_per_byte_{regime}"] = statistics.median(work)
         out["modes"][mode] = fitted
+    four_k = [m for m in modes if "work_seconds_per_byte_idle" not in out["modes"][m]]
+    for mode in modes:
+        if "work_seconds_per_byte_idle" in out["modes"][mode] and four_k:
+            # a whole-page fault is a 4 KiB fault's machinery plus the granule's verify and
+            # install; its queueing behind other faults is the model's own (the stages'
+            # queue and network include it, so they are not its cost)
+            out["modes"][mode]["fault_like"] = "hgm" if "hgm" in four_k else four_k[0]
     for regime in ("idle", "busy"):
         out["regimes"][regime]["background_c"] = statistics.median(bg_c[regime]) if bg_c[regime] else 0.0
     return out

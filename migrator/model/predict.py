@@ -27,6 +27,7 @@ class Question:
     measured_bytes_per_second: float | None = None  # the link as measured (validation)
     measured_rtt: float | None = None
     background_cap: float = 0.0
+    background_window: int = 2
     host_cpus: int | None = None  # default: the calibration host's cores
     trace: str | None = None
 
@@ -45,23 +46,36 @@ def _mode_cal(cal: dict, mode: str) -> tuple[dict, str]:
     return cal["modes"][stand_in], stand_in
 
 
+def stream_rate(cal: dict, link: float, w: float, c_idle: float | None,
+                c_busy: float | None) -> float:
+    """Bytes/s a stream achieves on a link of `link` bytes/s: 1 / (1/link + c), c weighted
+    between the regimes; never above the link, nor above what it achieved unshaped (this
+    host's CPUs were then its ceiling)."""
+    busy_link = cal["regimes"]["busy"]["link_bytes_per_second"]
+    ceiling = 1 / (1 / busy_link + (c_busy or 0.0))
+    per_byte = 1 / link + _mix(c_idle, c_busy, w)
+    return min(link, ceiling, 1 / per_byte if per_byte > 0 else link)
+
+
 def link_for(cal: dict, q: Question) -> tuple[sim.Link, float, dict]:
     """The link the model sees, the weight between the calibration's regimes, how it was made."""
-    if q.measured_bytes_per_second:
+    if q.measured_bytes_per_second and q.bandwidth:
         rate, rtt, how = q.measured_bytes_per_second, q.measured_rtt or cal["rtt_floor"], "measured"
     elif q.bandwidth:
         rate, rtt, how = q.bandwidth / 8 * cal["tbf_efficiency"], max(q.rtt, cal["rtt_floor"]), "asked"
     else:
+        # unshaped: as fast as this host goes, which the calibration measured (a probe of the
+        # path in one run is no ceiling for the streams, and varies from run to run)
         rate = cal["regimes"]["busy"]["link_bytes_per_second"]
-        rtt, how = max(q.rtt, cal["rtt_floor"]), "unshaped (calibration host)"
+        rtt = q.measured_rtt or max(q.rtt, cal["rtt_floor"])
+        how = "unshaped (calibration host)"
     # an unshaped link is the busy regime by definition (the pull runs as fast as the CPUs go)
-    w = calibration.weight(cal, rate) if (q.bandwidth or not q.measured_bytes_per_second) else 1.0
-    if not q.bandwidth:
-        w = 1.0
-    bg_c = _mix(cal["regimes"]["idle"]["background_c"], cal["regimes"]["busy"]["background_c"], w)
-    burst = max(TBF_MIN_BURST, int(rate / 1000)) if (q.bandwidth or q.measured_bytes_per_second) else 0
-    link = sim.Link(rtt=rtt, urgent_rate=rate, background_rate=1 / (1 / rate + bg_c), burst=burst,
-                    rate=rate)
+    w = calibration.weight(cal, rate) if q.bandwidth else 1.0
+    regimes = cal["regimes"]
+    burst = max(TBF_MIN_BURST, int(rate / 1000)) if q.bandwidth else 0  # tbf's bucket
+    link = sim.Link(rtt=rtt, urgent_rate=rate, burst=burst, rate=rate,
+                    background_rate=stream_rate(cal, rate, w, regimes["idle"]["background_c"],
+                                                regimes["busy"]["background_c"]))
     return link, w, {"link_bytes_per_second": rate, "rtt": rtt, "from": how, "weight_busy": w,
                      "background_rate": link.background_rate}
 
@@ -71,10 +85,17 @@ def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | Non
     link, w, _ = link_for(cal, q)
     mc, _ = _mode_cal(cal, mode)
     granule = PAGE_SIZE if mode in GRANULE_4K_MODES else q.hugepage_size
-    c_urgent = _mix(mc.get("urgent_c_idle"), mc.get("urgent_c_busy"), w)
-    link.urgent_rate = 1 / (1 / link.urgent_rate + c_urgent)
+    if mc.get("urgent_c_idle") is not None:
+        link.urgent_rate = stream_rate(cal, link.urgent_rate, w, mc.get("urgent_c_idle"),
+                                       mc.get("urgent_c_busy"))
     cost = sim.FaultCost([(qi, _mix(a, b, w)) for (qi, a), (_, b) in
                           zip(mc["cost_idle"], mc["cost_busy"])])
+    if mc.get("fault_like") in cal["modes"]:  # a 4 KiB fault's cost, plus the granule's work
+        base = cal["modes"][mc["fault_like"]]
+        work = _mix(mc.get("work_seconds_per_byte_idle"), mc.get("work_seconds_per_byte_busy"), w)
+        cost = sim.FaultCost([(qi, _mix(a, b, w)) for (qi, a), (_, b) in
+                              zip(base["cost_idle"], base["cost_busy"])])
+        cost.per_byte = work
     pages = q.memory // PAGE_SIZE
     if sequences is None:
         sequences = workload.sequences(q.pattern, pages, q.vcpus, q.accesses, q.seed, q.trace)
@@ -82,8 +103,8 @@ def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | Non
                     sequences=sequences, zeros=zeros if zeros is not None else
                     workload.zero_map(pages, q.seed), link=link, cost=cost,
                     host_cpus=q.host_cpus or cal["host"]["cores"],
-                    background_cap=q.background_cap,
-                    startup=(mc.get("startup") or 0.0), seed=q.seed)
+                    background_cap=q.background_cap, window=q.background_window,
+                    startup=_mix(mc.get("startup_idle"), mc.get("startup_busy"), w), seed=q.seed)
 
 
 def predict(cal: dict, q: Question, modes: list[str]) -> dict:
@@ -102,17 +123,21 @@ def predict(cal: dict, q: Question, modes: list[str]) -> dict:
 
 
 def fit_startup(cal: dict, runs: list[tuple[Path, dict]]) -> None:
-    """Per mode: the median over calibration runs of measured minus modelled migration time."""
-    gaps: dict[str, list[float]] = {}
+    """Per mode and regime: the median over calibration runs of measured minus modelled
+    migration time (the model's pull starts after it)."""
+    gaps: dict[tuple[str, str], list[float]] = {}
+    for mode in cal["modes"].values():
+        mode["startup_idle"] = mode["startup_busy"] = 0.0
     for _, r in runs:
         q = question_of(r)
+        regime = "idle" if q.bandwidth else "busy"
         for m in r["modes"]:
-            mc, _ = _mode_cal(cal, m["mode"])
-            mc["startup"] = 0.0
             modelled = sim.simulate(case_for(cal, q, m["mode"])).migration
-            gaps.setdefault(m["mode"], []).append(m["duration_seconds"] - modelled)
-    for mode, values in gaps.items():
-        cal["modes"][mode]["startup"] = max(0.0, statistics.median(values))
+            # the tick rounds both up: on average by half a tick beyond the true end
+            gaps.setdefault((m["mode"], regime), []).append(m["duration_seconds"] - modelled
+                                                           + sim.COMPLETION_TICK_S / 2)
+    for (mode, regime), values in gaps.items():
+        cal["modes"][mode][f"startup_{regime}"] = max(0.0, statistics.median(values))
 
 
 def question_of(results: dict) -> Question:
@@ -129,4 +154,5 @@ def question_of(results: dict) -> Question:
                     measured_bytes_per_second=lk["bytes_per_second"] if results.get("link") else None,
                     measured_rtt=lk["rtt"] if results.get("link") else None,
                     background_cap=(c.get("background_policy") or {}).get("cap_bytes_per_s", 0),
+                    background_window=(c.get("background_policy") or {}).get("window", 2),
                     host_cpus=results["host"]["cores"], trace=trace)

@@ -16,18 +16,21 @@ Processes:
   destination does (dest/dataplane.py).
 
 The pull starts after the calibrated start-up time (its connection, the zero sweep); the
-migration ends when the last granule is present.
+migration ends when the last granule is present, and is declared (and timed) by the
+destination at its next watch tick (COMPLETION_TICK_S after its start, and every as long).
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 
 import simpy
 
+from ..dest.migration import _WATCH_S as COMPLETION_TICK_S
 from ..protocol import PAGE_SIZE
 from ..quantiles import summarize
 from . import workload
@@ -51,6 +54,7 @@ class Link:
 class FaultCost:
     """Seconds a fault costs besides its round trip and its bytes: quantiles to draw from."""
     quantiles: list[tuple[float, float]]  # (q, seconds), q from 0 to 1, rising
+    per_byte: float = 0.0  # seconds per data byte of the granule: verify and install
 
     def draw(self, rng: random.Random) -> float:
         u = rng.random()
@@ -77,6 +81,7 @@ class Case:
     host_cpus: int
     background_cap: float = 0.0  # bytes/s, 0: none
     chunk: int = 4 << 20
+    window: int = 2  # the pull's chunks in flight
     startup: float = 0.0
     seed: int = 0
 
@@ -99,6 +104,10 @@ class Outcome:
                 "bytes_urgent": self.bytes_urgent, "bytes_background": self.bytes_background}
 
 
+ABSENT, PRESENT, PULLING, FETCHING = 0, 1, 2, 3
+_ABSENT_BYTE, _PULLING_BYTE, _PRESENT_BYTE = bytes([ABSENT]), bytes([PULLING]), bytes([PRESENT])
+
+
 class _Migration:
     def __init__(self, case: Case):
         self.c = case
@@ -109,12 +118,17 @@ class _Migration:
         self.data_pages = workload.data_pages_per_granule(case.zeros, case.memory // PAGE_SIZE,
                                                           self.ppg)
         self.cum = [0, *itertools.accumulate(self.data_pages)]
-        self.present: set[int] = set()  # fetched urgently
+        # one byte per granule, as the destination's granule table: zero granules are mapped
+        # without the network (they are PRESENT from the start)
+        period = bytes(PRESENT if d == 0 else ABSENT for d in self.data_pages)
+        whole, rest = divmod(self.granules, len(period))
+        self.state = bytearray(period * whole + period[:rest])
+        self.cursor = 0  # the pull's next claim starts here; a fault moves it after itself
         self.in_flight: dict[int, simpy.Event] = {}
-        self.urgent_sorted: list[int] = []
-        self.bg_done = 0  # granules below this are present (background)
-        self.bg_next = 0  # granules below this are claimed by the background step in flight
-        self.bg_event: simpy.Event | None = None
+        self.fetched: list[int] = []  # granules fetched by faults, sorted
+        self.claims: list[tuple[int, int, simpy.Event]] = []  # the pull's runs in flight
+        self.pull_waiters = 0
+        self.pull_stream = simpy.Resource(self.env, capacity=1)  # its own stream, in order
         self.stream = simpy.Resource(self.env, capacity=1)  # the urgent stream, in order
         self.urgent_busy = 0
         self.last_fault = -1.0
@@ -128,29 +142,30 @@ class _Migration:
     def _bytes(self, g: int) -> int:
         return workload.granule_bytes(self.data_pages, g)
 
-    def _present(self, g: int) -> bool:
-        return g < self.bg_done or g in self.present or self._bytes(g) == 0
-
     # -- processes -------------------------------------------------------------------------
     def vcpu(self, seq: list[int]):
-        env, pending = self.env, 0.0
+        env, state, pending = self.env, self.state, 0.0
         for page in seq:
             g = page // self.ppg
-            if self._present(g):
+            if state[g] == PRESENT:
                 pending += ACCESS_SECONDS
                 continue
             if pending:
                 yield env.timeout(pending)
                 pending = 0.0
             start = env.now
-            while not self._present(g):
-                if g in self.in_flight:
+            while state[g] != PRESENT:
+                if state[g] == FETCHING:
                     yield self.in_flight[g]
-                elif self.bg_done <= g < self.bg_next and self.bg_event is not None:
-                    yield self.bg_event
+                elif state[g] == PULLING:
+                    self.pull_waiters += 1  # the pull is not preempted while a vCPU waits on it
+                    yield next(ev for lo, hi, ev in self.claims if lo <= g < hi)
+                    self.pull_waiters -= 1
                 else:
                     done = env.event()
                     self.in_flight[g] = done
+                    state[g] = FETCHING
+                    self.cursor = g + 1 if g + 1 < self.granules else 0
                     self.out.faults += 1
                     env.process(self.fetch(g, done))
                     yield done
@@ -166,20 +181,60 @@ class _Migration:
         read = env.now
         self.last_fault = env.now
         self.urgent_busy += 1
-        overhead = self.c.cost.draw(self.rng)
         nbytes = self._bytes(g)
+        overhead = self.c.cost.draw(self.rng) + nbytes * self.c.cost.per_byte
         yield env.timeout(overhead + link.rtt)
         with self.stream.request() as turn:
             yield turn
             yield env.timeout(max(0, nbytes - link.burst) / link.urgent_rate)
         self.urgent_bytes_total += nbytes
         self.out.bytes_urgent += nbytes
-        self.present.add(g)
-        bisect.insort(self.urgent_sorted, g)
+        self.state[g] = PRESENT
+        bisect.insort(self.fetched, g)
         self.urgent_busy -= 1
         self.last_fault = env.now
         del self.in_flight[g]
         self.out.fault_latency.append(env.now - read)
+        done.succeed()
+
+    def _claim_run(self, most: int) -> tuple[int, int] | None:
+        """The next run at or after the cursor that starts with an absent granule, wrapping
+        (as the C loop). Aggregated: the run spans up to `most` granules, present ones
+        included (they are skipped, as their bytes are), so a large memory takes a bounded
+        number of steps."""
+        state, n = self.state, self.granules
+        first = state.find(ABSENT, self.cursor if self.cursor < n else 0)
+        if first < 0:
+            first = state.find(ABSENT, 0)
+            if first < 0:
+                return None
+        end = min(n, first + most)
+        state[first:end] = state[first:end].replace(_ABSENT_BYTE, _PULLING_BYTE)
+        self.cursor = end
+        return first, end
+
+    def _preempted(self) -> bool:
+        """As the C loop: stand back for faults unless a vCPU waits on the pull, or the guest
+        leaves the host a CPU."""
+        return (not self.pull_waiters and self.stands_back and
+                (self.urgent_busy > 0 or self.env.now - self.last_fault < STAND_BACK_SECONDS))
+
+    def pull(self, lo: int, hi: int, done: simpy.Event):
+        env = self.env
+        fetched = self.fetched
+        urgent = sum(self._bytes(g) for g in
+                     fetched[bisect.bisect_left(fetched, lo):bisect.bisect_left(fetched, hi)])
+        nbytes = (self._data_below(hi) - self._data_below(lo)) * PAGE_SIZE - urgent
+        with self.pull_stream.request() as turn:
+            yield turn
+            before = self.urgent_bytes_total
+            yield env.timeout(nbytes / self.bg_rate)
+            shared = self.urgent_bytes_total - before  # urgent bytes took the link meanwhile
+            if shared:
+                yield env.timeout(shared / (self.c.link.rate or self.c.link.urgent_rate))
+        self.out.bytes_background += nbytes
+        self.state[lo:hi] = self.state[lo:hi].replace(_PULLING_BYTE, _PRESENT_BYTE)
+        self.claims.remove((lo, hi, done))
         done.succeed()
 
     def background(self):
@@ -187,21 +242,21 @@ class _Migration:
         yield env.timeout(self.c.startup)  # connecting, the zero sweep: before the first chunk
         total = self._data_below(self.granules) * PAGE_SIZE
         step = max(1, max(self.c.chunk, int(total / BG_STEPS)) // self.c.granule)
-        while self.bg_done < self.granules:
-            while self.stands_back and (self.urgent_busy or
-                                        env.now - self.last_fault < STAND_BACK_SECONDS):
+        while True:
+            if len(self.claims) >= self.c.window:
+                yield env.any_of([ev for _, _, ev in self.claims])
+                continue
+            if self._preempted():
                 yield env.timeout(STAND_BACK_SECONDS)
-            hi = min(self.granules, self.bg_done + step)
-            nbytes = self._range_bytes(self.bg_done, hi)
-            self.bg_next, self.bg_event = hi, env.event()
-            before = self.urgent_bytes_total
-            yield env.timeout(nbytes / self.bg_rate)
-            shared = self.urgent_bytes_total - before  # urgent bytes took the link meanwhile
-            if shared:
-                yield env.timeout(shared / (self.c.link.rate or self.c.link.urgent_rate))
-            self.out.bytes_background += nbytes
-            self.bg_done = hi
-            self.bg_event.succeed()
+                continue
+            run = self._claim_run(step)
+            if run is None:
+                break
+            done = env.event()
+            self.claims.append((*run, done))
+            env.process(self.pull(*run, done))
+        while self.claims or self.in_flight:  # the last chunks and urgent fetches
+            yield env.any_of([ev for _, _, ev in self.claims] + list(self.in_flight.values()))
         self.out.migration = env.now
 
     def _data_below(self, g: int) -> int:
@@ -209,19 +264,13 @@ class _Migration:
         whole, rest = divmod(g, len(self.data_pages))
         return whole * self.cum[-1] + self.cum[rest]
 
-    def _range_bytes(self, lo: int, hi: int) -> int:
-        data = self._data_below(hi) - self._data_below(lo)
-        urgent = self.urgent_sorted
-        fetched = urgent[bisect.bisect_left(urgent, lo):bisect.bisect_left(urgent, hi)]
-        return int(data * PAGE_SIZE) - sum(self._bytes(g) for g in fetched)
-
     def run(self) -> Outcome:
         for seq in self.c.sequences:
             self.env.process(self.vcpu(seq))
-        bg = self.env.process(self.background())
+        self.env.process(self.background())
         self.env.run()
-        del bg
-        self.out.migration = max(self.out.migration, self.out.vcpu_run)
+        end = max(self.out.migration, self.out.vcpu_run)
+        self.out.migration = math.ceil(end / COMPLETION_TICK_S - 1e-9) * COMPLETION_TICK_S
         return self.out
 
 
