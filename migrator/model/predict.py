@@ -133,9 +133,7 @@ def fit_startup(cal: dict, runs: list[tuple[Path, dict]]) -> None:
         regime = "idle" if q.bandwidth else "busy"
         for m in r["modes"]:
             modelled = sim.simulate(case_for(cal, q, m["mode"])).migration
-            # the tick rounds both up: on average by half a tick beyond the true end
-            gaps.setdefault((m["mode"], regime), []).append(m["duration_seconds"] - modelled
-                                                           + sim.COMPLETION_TICK_S / 2)
+            gaps.setdefault((m["mode"], regime), []).append(m["duration_seconds"] - modelled)
     for (mode, regime), values in gaps.items():
         cal["modes"][mode][f"startup_{regime}"] = max(0.0, statistics.median(values))
 
