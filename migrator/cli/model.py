@@ -71,7 +71,7 @@ def calibrate(args) -> int:
     from ..sweep import parse, runner
 
     spec = parse(calibration.CALIBRATION)
-    counts = runner.run(spec, args.runs)
+    counts = runner.run(spec, args.runs, attempts=3)
     if counts["failed"]:
         raise MigratorError(f"{counts['failed']} calibration run(s) failed (see "
                             f"{args.runs}/points/*/rep-*/error.txt); run again to resume")
@@ -133,7 +133,7 @@ def validate_cmd(args) -> int:
     body = validate.spec(args.quick)
     out = args.out or Path("results/model") / body["name"]
     say = (lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
-    counts = runner.run(parse(body), out, say=say)
+    counts = runner.run(parse(body), out, say=say, attempts=3)
     if counts["failed"]:
         raise MigratorError(f"{counts['failed']} validation run(s) failed (see "
                             f"{out}/points/*/rep-*/error.txt); run again to resume")

@@ -13,7 +13,8 @@ def register(sub) -> None:
                                    "latency-cdf.png in its directory; with several runs, also "
                                    "print one table with a column per run and mode.")
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
-                   help="an experiment's --out directory (holding results.json)")
+                   help="an experiment's --out directory (holding results.json), or a sweep's "
+                        "(holding sweep.json): sweeps are compared point by point")
     p.add_argument("--out", type=Path,
                    help="also write compare.md, compare.html and latency-cdf.png here "
                         "(default with several DIRs: print the table only)")
@@ -24,6 +25,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..report import Table, compare, label_runs, load_run, render_run
+
+    sweeps = [d for d in args.dirs if (d / "sweep.json").exists()]
+    if sweeps:
+        return _sweeps(args, sweeps)
 
     runs = [load_run(d) for d in args.dirs]
     label_runs(runs)
@@ -40,4 +45,20 @@ def run(args) -> int:
         print(f"{r.label}: {w.html} ({w.markdown.name}, {w.plot.name})")
     if combined:
         print(f"comparison: {combined.html} ({combined.markdown.name}, {combined.plot.name})")
+    return 0
+
+
+def _sweeps(args, sweeps: list[Path]) -> int:
+    from ..errors import MigratorError
+    from ..sweep import compare
+
+    if len(sweeps) != len(args.dirs):
+        raise MigratorError("give only sweeps (directories with sweep.json) or only experiment "
+                            "runs, not both")
+    result = compare.compare(sweeps)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print(compare.text(result))
     return 0

@@ -31,7 +31,7 @@ SCHEMA = "migrator/model-calibration/1"
 QUANTILES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
 MIN_COST = 5e-6
 CALIBRATION = {  # a sweep spec (migrator/sweep/spec.py); never a validation point
-    "name": "calibration", "modes": ["hgm", "hugepage"], "seed": 7, "repetitions": 2,
+    "name": "calibration", "modes": ["hgm", "hugepage"], "seed": 7, "repetitions": 3,
     "grid": {"link": ["500mbit/1ms", "unshaped"], "memory": ["128MiB"], "hugepage_size": ["2M"],
              "vcpus": [4], "pattern": ["hotset"], "accesses": [2000]},
 }

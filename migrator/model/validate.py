@@ -16,7 +16,7 @@ QUICK_LINKS = ["200mbit/2ms", "unshaped"]
 
 def spec(quick: bool) -> dict:
     return {"name": "validation-quick" if quick else "validation", "modes": ["hgm", "hugepage"],
-            "seed": 42, "grid": {"link": QUICK_LINKS if quick else LINKS,
+            "seed": 42, "repetitions": 2, "grid": {"link": QUICK_LINKS if quick else LINKS,
                                  "memory": ["128MiB"], "hugepage_size": ["2M"], "vcpus": [4],
                                  "pattern": ["zipf", "uniform"], "accesses": [2000]}}
 
@@ -28,19 +28,29 @@ def _figures(mode: dict) -> dict:
 
 
 def compare(cal: dict, runs: list[tuple[Path, dict]]) -> list[dict]:
-    rows = []
+    """One row per point, mode and metric: the measurement is the mean over the point's
+    repetitions (this host is shared: one run's noise is not the model's error)."""
+    points: dict[Path, list[dict]] = {}
     for path, results in runs:
+        points.setdefault(path.parent, []).append(results)
+    rows = []
+    for point, reps in points.items():
+        results = reps[0]
         q = predict.question_of(results)
         modes = [m["mode"] for m in results["modes"]]
         predicted = {m["mode"]: m for m in predict.predict(cal, q, modes)["modes"]}
         link = (results.get("link") or {}).get("requested", {})
-        for m in results["modes"]:
-            got, want = _figures(m), _figures(predicted[m["mode"]])
+        for mode in modes:
+            measured = [_figures(next(m for m in r["modes"] if m["mode"] == mode)) for r in reps]
+            got = {k: sum(f[k] for f in measured) / len(measured) for k in TOLERANCE}
+            want = _figures(predicted[mode])
             for metric, tol in TOLERANCE.items():
                 err = (want[metric] - got[metric]) / got[metric] if got[metric] else float("inf")
-                rows.append({"run": str(path), "link": f"{link.get('bandwidth', 'loopback')}/"
-                             f"{link.get('rtt', '0')}", "pattern": results["config"]["pattern"],
-                             "mode": m["mode"], "metric": metric, "measured": got[metric],
+                rows.append({"point": str(point), "repetitions": len(reps),
+                             "link": f"{link.get('bandwidth', 'loopback')}/{link.get('rtt', '0')}",
+                             "pattern": results["config"]["pattern"], "mode": mode,
+                             "metric": metric, "measured": got[metric],
+                             "measured_each": [f[metric] for f in measured],
                              "predicted": want[metric], "error": err, "tolerance": tol,
                              "ok": abs(err) <= tol})
     return rows

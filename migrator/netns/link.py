@@ -40,6 +40,8 @@ READY_TIMEOUT = 20.0
 BANDWIDTH_TOLERANCE = 1.10
 RTT_TOLERANCE = 0.90
 RTT_SLACK = 30e-6
+# The relay's delay is stepped until the measured RTT lies within these bounds of the target.
+DELAY_STEPS, DELAY_LOW, DELAY_HIGH = 6, 0.97, 1.10
 
 
 class TwoHostLink:
@@ -54,6 +56,7 @@ class TwoHostLink:
         self.helper_pids: dict[str, int] = {}  # "probe", and "relay" when there is one
         self._relay: subprocess.Popen | None = None
         self._bridges: list[Relay] = []
+        self._floor: float | None = None  # the relayed path's RTT without delay
 
     # -- what the daemons need ---------------------------------------------------------------
     @property
@@ -196,26 +199,49 @@ class TwoHostLink:
         return applied
 
     def _start_relay(self) -> dict:
-        """Start the delaying relay with no delay, measure the path through it, then add what is
-        missing to reach the requested RTT (half each way)."""
+        """Start the delaying relay with no delay, measure the path through it (its floor), then
+        add delay in measured steps until the path's RTT reaches the requested one.
+
+        One step is not enough at small RTTs: the relay's writer thread is woken after each
+        chunk is read, and that hand-off (tens of us here) is part of the floor and also
+        overlaps the delay it is asked to add (a chunk waits max(hand-off, delay), not their
+        sum), so (target - floor) / 2 each way falls short. Each step adds half of what is
+        still missing (or takes back half of an overshoot) and measures again."""
         self._relay = self._start_helper("relay", [
             sys.executable, "-m", "migrator.netns.relay", "--delay", "0",
             "--forward", f"{SOURCE_ADDR}:{SOURCE_PORT}=127.0.0.1:{SOURCE_PORT}",
             "--forward", f"{SOURCE_ADDR}:{PROBE_RELAYED_PORT}={SOURCE_ADDR}:{PROBE_PORT}"],
             control=True)
-        base = probe.rtt(self._path, count=100, budget=0.5)["p50"]
-        each_way = max(0.0, self.spec.rtt - base) / 2
+        target = self.spec.rtt
+        self._floor = base = probe.rtt(self._path, count=100, budget=0.5)["p50"]
+        each_way = max(0.0, target - base) / 2
+        steps: list[dict] = []
+        for _ in range(DELAY_STEPS):
+            self._set_delay(each_way)
+            got = probe.rtt(self._path, count=100, budget=0.4)["p50"]
+            steps.append({"added_each_way_seconds": each_way, "measured_rtt_seconds": got})
+            if target * DELAY_LOW <= got <= target * DELAY_HIGH or (got > target and each_way == 0):
+                break
+            each_way = max(0.0, each_way + (target - got) / 2)
+        best = min(steps, key=lambda s: (s["measured_rtt_seconds"] < target * DELAY_LOW,
+                                         abs(s["measured_rtt_seconds"] - target)))
+        if best is not steps[-1]:
+            self._set_delay(best["added_each_way_seconds"])
+        each_way = best["added_each_way_seconds"]
+        return {"method": "relay-delay", "added_each_way_seconds": each_way,
+                "path_rtt_without_delay_seconds": base, "steps": steps,
+                "detail": f"sch_netem is not in this kernel: a TCP relay in the source's "
+                          f"namespace, in front of the source, holds every chunk "
+                          f"{format_seconds(each_way)} in each direction (arrival time + delay, "
+                          f"so throughput is kept), found in {len(steps)} measured step(s); "
+                          f"the path through it measured {format_seconds(base)} RTT without "
+                          f"the delay"}
+
+    def _set_delay(self, each_way: float) -> None:
         self._relay.stdin.write(f"delay {each_way!r}\n")
         self._relay.stdin.flush()
         if _readline(self._relay, READY_TIMEOUT).strip() != "ok":
             raise ns.NetnsError("the delay relay did not take the new delay")
-        return {"method": "relay-delay", "added_each_way_seconds": each_way,
-                "path_rtt_without_delay_seconds": base,
-                "detail": f"sch_netem is not in this kernel: a TCP relay in the source's "
-                          f"namespace, in front of the source, holds every chunk "
-                          f"{format_seconds(each_way)} in each direction (arrival time + delay, "
-                          f"so throughput is kept); the path through it measured "
-                          f"{format_seconds(base)} RTT without the delay"}
 
     @staticmethod
     def _describe(applied: dict) -> str:
@@ -262,8 +288,13 @@ class TwoHostLink:
                              f"this path{' (the relay is CPU-bound)' if self.relayed else ''}")
         if spec.rtt > 0:
             if got_rtt < spec.rtt * RTT_TOLERANCE - RTT_SLACK:
+                floor = (f" (this path's own RTT, without delay, is {format_seconds(self._floor)};"
+                         f" the relay's delay was stepped up to reach the target and fell short:"
+                         f" ask for an RTT well above that floor, or a host with sch_netem)"
+                         if self._floor is not None else "")
                 problems.append(f"measured RTT {format_seconds(got_rtt)}, below the requested "
-                                f"{format_seconds(spec.rtt)}: the delay did not take effect")
+                                f"{format_seconds(spec.rtt)}: the delay did not take effect"
+                                + floor)
             elif got_rtt > spec.rtt * 1.5:
                 notes.append(f"measured RTT {format_seconds(got_rtt)}, above the requested "
                              f"{format_seconds(spec.rtt)}: the path's own RTT is longer")

@@ -74,8 +74,11 @@ def plan_for(spec: Spec, point: Point, out: Path, quiet: bool = True):
 
 
 def run(spec: Spec, out: Path, indices: list[int] | None = None,
-        say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
-    """Run the points (all, or those of `indices`); return counts of what happened."""
+        say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+        attempts: int = 1) -> dict:
+    """Run the points (all, or those of `indices`); return counts of what happened. A
+    repetition that fails is tried up to `attempts` times (a huge page pool shared with other
+    work on the host can be emptied under a run)."""
     from ..experiment.runner import run as run_plan
 
     out = Path(out)
@@ -98,21 +101,26 @@ def run(spec: Spec, out: Path, indices: list[int] | None = None,
                 counts["skipped"] += 1
                 say(f"{label}: complete already, skipped")
                 continue
-            if where.exists():
-                shutil.rmtree(where)  # an interrupted or failed attempt: start it afresh
-            say(f"{label}: {', '.join(f'{k} {v}' for k, v in point.values.items())}")
-            started = time.monotonic()
-            try:
-                results = run_plan(plan_for(spec, point, where))
-            except (MigratorError, RuntimeError, OSError) as e:
+            for attempt in range(1, attempts + 1):
+                if where.exists():
+                    shutil.rmtree(where)  # an interrupted or failed attempt: start it afresh
+                say(f"{label}: {', '.join(f'{k} {v}' for k, v in point.values.items())}"
+                    + (f" (attempt {attempt} of {attempts})" if attempt > 1 else ""))
+                started = time.monotonic()
+                try:
+                    results = run_plan(plan_for(spec, point, where))
+                except (MigratorError, RuntimeError, OSError) as e:
+                    where.mkdir(parents=True, exist_ok=True)
+                    (where / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+                    say(f"{label}: failed ({str(e).splitlines()[0]})")
+                    continue
+                counts["ran"] += 1
+                say(f"{label}: done in {time.monotonic() - started:.1f}s: " + "; ".join(
+                    f"{m['mode']} stall p50 {(m['vcpu_stall_seconds'].get('p50') or 0) * 1e3:.3g}"
+                    f" ms total {(m['vcpu_stall_seconds'].get('total') or 0):.3g} s, migration "
+                    f"{m['duration_seconds']:.3g} s" for m in results["modes"]))
+                break
+            else:
                 counts["failed"] += 1
-                where.mkdir(parents=True, exist_ok=True)
-                (where / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
-                say(f"{label}: failed ({e}); it is run again when the sweep resumes")
-                continue
-            counts["ran"] += 1
-            say(f"{label}: done in {time.monotonic() - started:.1f}s: " + "; ".join(
-                f"{m['mode']} stall p50 {(m['vcpu_stall_seconds'].get('p50') or 0) * 1e3:.3g} ms"
-                f" total {(m['vcpu_stall_seconds'].get('total') or 0):.3g} s, migration "
-                f"{m['duration_seconds']:.3g} s" for m in results["modes"]))
+                say(f"{label}: failed; it is run again when the sweep resumes")
     return counts

@@ -52,6 +52,31 @@ def test_rtt_is_added_and_measured(tmp_path):
     assert r["shaping_effective"]
 
 
+@pytest.mark.parametrize("rtt", ["200us", "1ms"])
+def test_a_small_rtt_is_reached_by_stepping_the_delay(tmp_path, rtt):
+    """A single step, (target - floor) / 2 each way, fell short at 200 us in 1 of 3 tries: the
+    relay's hand-off overlaps the delay. The steps reach the target, and are recorded."""
+    target = LinkSpec.parse(None, rtt, None).rtt
+    with _link(tmp_path, rtt=rtt) as link:
+        r = link.record
+    assert r["shaping_effective"], r["problems"]
+    got = r["measured"]["rtt_seconds"]["p50"]
+    assert 0.9 * target <= got <= 1.3 * target + 50e-6, (got, r["applied"]["delay"])
+    delay = r["applied"]["delay"]
+    if delay["method"] == "relay-delay":
+        assert delay["steps"] and delay["steps"][-1]["measured_rtt_seconds"] > 0
+        assert delay["path_rtt_without_delay_seconds"] < target
+
+
+def test_an_rtt_below_the_paths_floor_is_refused_naming_the_floor(tmp_path):
+    with _link(tmp_path, rtt="20ms") as link:
+        link.spec = LinkSpec.parse(None, "100ms", None)  # the judge now expects far more
+        problems, _ = link._judge(link._measure())
+    if link.record["applied"]["delay"]["method"] == "relay-delay":
+        assert any("delay did not take effect" in p and "without delay, is" in p
+                   for p in problems), problems
+
+
 def test_loss_drops_packets_in_the_kernel(tmp_path):
     with _link(tmp_path, loss="5%") as link:
         r = link.record

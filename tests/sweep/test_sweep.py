@@ -65,6 +65,14 @@ def test_a_sweep_resumes_after_sigint_and_writes_its_table_and_plots(tmp_path):
         assert (out / f"plot-{axis}.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "plot-memory.png").exists()  # one value: not swept
 
+    # `migrator report` compares sweeps point by point (here the sweep with itself)
+    compared = subprocess.run([sys.executable, "-m", "migrator.cli", "report", str(out), str(out),
+                               "--json"], capture_output=True, text=True, timeout=60)
+    assert compared.returncode == 0, compared.stderr
+    result = json.loads(compared.stdout)
+    assert len(result["rows"]) == 4
+    assert all(r["ratio"]["migration"] == [1.0] for r in result["rows"])
+
 
 @pytest.mark.parametrize("body, words", [
     ({"grid": {"link": ["200mbit"]}}, "BANDWIDTH/RTT"),
