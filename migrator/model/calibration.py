@@ -27,9 +27,15 @@ from pathlib import Path
 from ..errors import MigratorError
 from ..report.samples import read_samples
 
+
+def tbf_latency(rtt: float) -> float:
+    """The time a shaped link's queue holds: netns/shaping.py's tbf latency, max(5 ms, RTT)."""
+    return max(5e-3, rtt)
+
 SCHEMA = "migrator/model-calibration/1"
 QUANTILES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
 MIN_COST = 5e-6
+QUEUED_FRACTION = 0.8  # a residual this close to the shaper's queue time waited behind it
 CALIBRATION = {  # a sweep spec (migrator/sweep/spec.py); never a validation point
     "name": "calibration", "modes": ["hgm", "hugepage"], "seed": 7, "repetitions": 3,
     "grid": {"link": ["500mbit/1ms", "unshaped"], "memory": ["128MiB"], "hugepage_size": ["2M"],
@@ -101,7 +107,13 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                     continue
                 if m.get("granularity_bytes", 4096) == 4096:
                     stalls = read_samples(path, mode).get("vcpu_stall_seconds") or []
-                    costs.append(_quantiles([s - lk["rtt"] for s in stalls]))
+                    residual = [s - lk["rtt"] for s in stalls]
+                    if lk["requested_bits"]:
+                        # a fault that waited behind the shaper's queue is the model's own
+                        # (sim.py): not part of a fault's cost
+                        queue = tbf_latency(lk["rtt"])
+                        residual = [x for x in residual if x < QUEUED_FRACTION * queue]
+                    costs.append(_quantiles(residual))
                 else:
                     stages = m.get("fault_stages") or {}
                     costs.append(_stage_cost(stages))

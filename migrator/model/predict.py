@@ -73,7 +73,8 @@ def link_for(cal: dict, q: Question) -> tuple[sim.Link, float, dict]:
     w = calibration.weight(cal, rate) if q.bandwidth else 1.0
     regimes = cal["regimes"]
     burst = max(TBF_MIN_BURST, int(rate / 1000)) if q.bandwidth else 0  # tbf's bucket
-    link = sim.Link(rtt=rtt, urgent_rate=rate, burst=burst, rate=rate,
+    queue = calibration.tbf_latency(q.rtt or rtt) if q.bandwidth else 0.0
+    link = sim.Link(rtt=rtt, urgent_rate=rate, burst=burst, rate=rate, queue=queue,
                     background_rate=stream_rate(cal, rate, w, regimes["idle"]["background_c"],
                                                 regimes["busy"]["background_c"]))
     return link, w, {"link_bytes_per_second": rate, "rtt": rtt, "from": how, "weight_busy": w,

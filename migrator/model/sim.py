@@ -7,7 +7,9 @@ Processes:
   already carries it;
 - one per urgent fetch: the fault's overhead (queue, request, verify, install, wake: from the
   calibration), one round trip, and the granule's data bytes on the urgent stream, which
-  replies in order (a FIFO resource: faults queue behind each other's transfers);
+  replies in order (a FIFO resource: faults queue behind each other's transfers); on a shaped
+  link a reply sent while a chunk of the pull is on the wire waits behind the shaper's full
+  queue (tbf's latency: TCP fills it);
 - the background pull: after the zero granules (mapped without the network, at start) it
   walks the memory in steps (a chunk, or 1/BG_STEPS of the memory when that is larger),
   skipping what faults fetched; each step's bytes at the background rate, plus the urgent
@@ -48,6 +50,7 @@ class Link:
     background_rate: float  # bytes/s the background pull achieves
     burst: int = 0  # bytes a reply may take from a full token bucket without waiting
     rate: float = 0.0  # bytes/s of the link itself (shared by both streams); 0: urgent_rate
+    queue: float = 0.0  # seconds of traffic the shaper queues (tbf's latency); 0: no shaper
 
 
 @dataclass
@@ -184,6 +187,9 @@ class _Migration:
         nbytes = self._bytes(g)
         overhead = self.c.cost.draw(self.rng) + nbytes * self.c.cost.per_byte
         yield env.timeout(overhead + link.rtt)
+        if link.queue and self.pull_stream.count:
+            # the pull's chunk fills the shaper's queue: the reply waits behind all of it
+            yield env.timeout(link.queue)
         with self.stream.request() as turn:
             yield turn
             yield env.timeout(max(0, nbytes - link.burst) / link.urgent_rate)
