@@ -32,6 +32,19 @@ CHUNK = 256 << 10
 DEFAULT_CAP = 16 << 20  # bytes held per direction of a connection before reading pauses
 
 
+# A sleep on this kind of VM overshoots by up to ~150 us (timer slack, the wake-up): a delay of
+# tens of us would become ~150. So sleep only until this long before the due time, then spin.
+SLEEP_OVERSHOOT = 150e-6
+
+
+def _hold_until(due: float) -> None:
+    wait = due - time.monotonic()
+    if wait > SLEEP_OVERSHOOT:
+        time.sleep(wait - SLEEP_OVERSHOOT)
+    while time.monotonic() < due:
+        pass
+
+
 class Relay:
     """Accept on listener; for each connection, connect() the other side and forward.
 
@@ -189,9 +202,7 @@ class _Direction:
                     due, data = self.queue.popleft()
                 if data is None:
                     return
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
+                _hold_until(due)
                 if not data:
                     self.dst.shutdown(socket.SHUT_WR)
                     return
