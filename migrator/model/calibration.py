@@ -3,7 +3,8 @@
 `migrator model calibrate` runs CALIBRATION (a sweep of its own: another seed and pattern, and
 other link settings, than any validation point) and fits, per mode:
 - the fault's cost besides its round trip and bytes, as quantiles: each vCPU stall of the
-  calibration runs minus the measured path RTT (hgm, thp: their 4 KiB faults are that cost);
+  calibration runs minus the measured path RTT, pooled over the runs of a regime (hgm, thp:
+  their 4 KiB faults are that cost);
   for whole huge pages the sum of the fault anatomy's stages other than network and receive
   (fault_stages in results.json, migrator_fault_stage_seconds). Once on the slow shaped link
   ("idle": the host waits on the link) and once unshaped ("busy": the background pull keeps
@@ -76,6 +77,14 @@ def _c(achieved: float, link: float) -> float:
     return 1 / achieved - 1 / link if achieved > 0 else 0.0
 
 
+def _fit_c(pairs: list[tuple[float, float]], regime: dict) -> float:
+    """c from (achieved bytes/s, link bytes/s) of a regime's runs: the median achieved rate on
+    the regime's median link (a run's own link probe is noisy, and unshaped no ceiling)."""
+    if not pairs:
+        return 0.0
+    return _c(statistics.median(a for a, _ in pairs), regime["link_bytes_per_second"])
+
+
 def fit(runs: list[tuple[Path, dict]]) -> dict:
     """Fit from calibration runs (path, results.json): one shaped, one unshaped."""
     by_regime: dict[str, list[tuple[Path, dict]]] = {"idle": [], "busy": []}
@@ -99,7 +108,7 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
     for mode in modes:
         fitted: dict = {}
         for regime, items in by_regime.items():
-            costs, c_urgent, work = [], [], []
+            costs, c_urgent, work, residuals = [], [], [], []
             for path, r in items:
                 lk = link_of(r)
                 m = next((x for x in r["modes"] if x["mode"] == mode), None)
@@ -113,7 +122,7 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                         # (sim.py): not part of a fault's cost
                         queue = tbf_latency(lk["rtt"])
                         residual = [x for x in residual if x < QUEUED_FRACTION * queue]
-                    costs.append(_quantiles(residual))
+                    residuals.extend(residual)  # pooled: a run with few faults weighs little
                 else:
                     stages = m.get("fault_stages") or {}
                     costs.append(_stage_cost(stages))
@@ -121,17 +130,26 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                     if stages.get("verify") and granule_bytes:
                         work.append(sum((stages[n] or {}).get("p50") or 0.0
                                         for n in ("verify", "install")) / granule_bytes)
-                    if m["vcpu_run_seconds"] > 0:
-                        c_urgent.append(_c(m["bytes_urgent"] / m["vcpu_run_seconds"],
-                                           lk["bytes_per_second"]))
+                    receive = (stages.get("receive") or {}).get("p50")
+                    if regime == "busy" and receive and granule_bytes:
+                        # unshaped, the CPU is the limit: a reply's bytes over its first-to-last
+                        # byte is the stream's service rate (the average over the vCPUs' run
+                        # would count the gaps between faults as transfer)
+                        c_urgent.append((granule_bytes / receive, lk["bytes_per_second"]))
+                    elif regime == "idle" and m["vcpu_run_seconds"] > 0:
+                        # shaped, the link is: the stream is busy throughout the vCPUs' run
+                        c_urgent.append((m["bytes_urgent"] / m["vcpu_run_seconds"],
+                                         lk["bytes_per_second"]))
                 # the pull once the vCPUs are done (it stands back for their faults before)
                 after = m["duration_seconds"] - m["vcpu_run_seconds"]
                 if m.get("granularity_bytes", 4096) == 4096 and after > 0.02:
-                    bg_c[regime].append(_c(m["bytes_background"] / after, lk["bytes_per_second"]))
-            if costs:
+                    bg_c[regime].append((m["bytes_background"] / after, lk["bytes_per_second"]))
+            if residuals:
+                fitted[f"cost_{regime}"] = _quantiles(residuals)
+            elif costs:
                 fitted[f"cost_{regime}"] = [[q, statistics.median(c[i][1] for c in costs)]
                                             for i, (q, _) in enumerate(costs[0])]
-            fitted[f"urgent_c_{regime}"] = statistics.median(c_urgent) if c_urgent else None
+            fitted[f"urgent_c_{regime}"] = _fit_c(c_urgent, out["regimes"][regime]) if c_urgent else None
             if work:
                 fitted[f"work_seconds_per_byte_{regime}"] = statistics.median(work)
         out["modes"][mode] = fitted
@@ -143,7 +161,7 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
             # queue and network include it, so they are not its cost)
             out["modes"][mode]["fault_like"] = "hgm" if "hgm" in four_k else four_k[0]
     for regime in ("idle", "busy"):
-        out["regimes"][regime]["background_c"] = statistics.median(bg_c[regime]) if bg_c[regime] else 0.0
+        out["regimes"][regime]["background_c"] = _fit_c(bg_c[regime], out["regimes"][regime])
     return out
 
 
