@@ -81,6 +81,15 @@ def link_for(cal: dict, q: Question) -> tuple[sim.Link, float, dict]:
                      "background_rate": link.background_rate}
 
 
+def _zero_check(cal: dict, w: float) -> float:
+    """The zero sweep reads each zero page as verification reads a page: the whole-page
+    mode's verify and install cost per byte, where one was calibrated."""
+    for mc in cal["modes"].values():
+        if mc.get("work_seconds_per_byte_idle") is not None:
+            return _mix(mc.get("work_seconds_per_byte_idle"), mc.get("work_seconds_per_byte_busy"), w)
+    return 0.0
+
+
 def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | None = None,
              zeros: bytes | None = None) -> sim.Case:
     link, w, _ = link_for(cal, q)
@@ -105,6 +114,7 @@ def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | Non
                     workload.zero_map(pages, q.seed), link=link, cost=cost,
                     host_cpus=q.host_cpus or cal["host"]["cores"],
                     background_cap=q.background_cap, window=q.background_window,
+                    zero_check_per_byte=_zero_check(cal, w),
                     startup=_mix(mc.get("startup_idle"), mc.get("startup_busy"), w), seed=q.seed)
 
 

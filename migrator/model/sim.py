@@ -10,8 +10,9 @@ Processes:
   replies in order (a FIFO resource: faults queue behind each other's transfers); on a shaped
   link a reply sent while a chunk of the pull is on the wire waits behind the shaper's full
   queue (tbf's latency: TCP fills it);
-- the background pull: after the zero granules (mapped without the network, at start) it
-  walks the memory in steps (a chunk, or 1/BG_STEPS of the memory when that is larger),
+- the background pull: after the zero sweep (every zero granule checked and mapped, no bytes
+  on the wire; a fault on one before it is a check and a CONTINUE, no request) it walks the
+  memory in steps (a chunk, or 1/BG_STEPS of the memory when that is larger),
   skipping what faults fetched; each step's bytes at the background rate, plus the urgent
   bytes that crossed the link meanwhile. It stands back while a fault is in flight or came
   less than STAND_BACK_SECONDS ago when the guest's vCPUs fill the host's CPUs, as the
@@ -85,6 +86,7 @@ class Case:
     background_cap: float = 0.0  # bytes/s, 0: none
     chunk: int = 4 << 20
     window: int = 2  # the pull's chunks in flight
+    zero_check_per_byte: float = 0.0  # seconds the zero sweep spends per byte it checks
     startup: float = 0.0
     seed: int = 0
 
@@ -107,8 +109,9 @@ class Outcome:
                 "bytes_urgent": self.bytes_urgent, "bytes_background": self.bytes_background}
 
 
-ABSENT, PRESENT, PULLING, FETCHING = 0, 1, 2, 3
-_ABSENT_BYTE, _PULLING_BYTE, _PRESENT_BYTE = bytes([ABSENT]), bytes([PULLING]), bytes([PRESENT])
+ABSENT, PRESENT, PULLING, FETCHING, ZERO = 0, 1, 2, 3, 4
+_ABSENT_BYTE, _PULLING_BYTE, _PRESENT_BYTE, _ZERO_BYTE = (bytes([k]) for k in (ABSENT, PULLING,
+                                                                              PRESENT, ZERO))
 
 
 class _Migration:
@@ -121,9 +124,9 @@ class _Migration:
         self.data_pages = workload.data_pages_per_granule(case.zeros, case.memory // PAGE_SIZE,
                                                           self.ppg)
         self.cum = [0, *itertools.accumulate(self.data_pages)]
-        # one byte per granule, as the destination's granule table: zero granules are mapped
-        # without the network (they are PRESENT from the start)
-        period = bytes(PRESENT if d == 0 else ABSENT for d in self.data_pages)
+        # one byte per granule, as the destination's granule table; a zero granule (ZERO) is
+        # mapped without the network, by the pull's zero sweep or by its fault
+        period = bytes(ZERO if d == 0 else ABSENT for d in self.data_pages)
         whole, rest = divmod(self.granules, len(period))
         self.state = bytearray(period * whole + period[:rest])
         self.cursor = 0  # the pull's next claim starts here; a fault moves it after itself
@@ -164,7 +167,7 @@ class _Migration:
                     self.pull_waiters += 1  # the pull is not preempted while a vCPU waits on it
                     yield next(ev for lo, hi, ev in self.claims if lo <= g < hi)
                     self.pull_waiters -= 1
-                else:
+                else:  # ABSENT or ZERO
                     done = env.event()
                     self.in_flight[g] = done
                     state[g] = FETCHING
@@ -186,6 +189,10 @@ class _Migration:
         self.urgent_busy += 1
         nbytes = self._bytes(g)
         overhead = self.c.cost.draw(self.rng) + nbytes * self.c.cost.per_byte
+        if not nbytes:  # a zero granule: checked and mapped, no request
+            yield env.timeout(overhead)
+            self._resolved(g, read, done)
+            return
         yield env.timeout(overhead + link.rtt)
         if link.queue and self.pull_stream.count:
             # the pull's chunk fills the shaper's queue: the reply waits behind all of it
@@ -195,12 +202,15 @@ class _Migration:
             yield env.timeout(max(0, nbytes - link.burst) / link.urgent_rate)
         self.urgent_bytes_total += nbytes
         self.out.bytes_urgent += nbytes
-        self.state[g] = PRESENT
         bisect.insort(self.fetched, g)
+        self._resolved(g, read, done)
+
+    def _resolved(self, g: int, read: float, done: simpy.Event) -> None:
+        self.state[g] = PRESENT
         self.urgent_busy -= 1
-        self.last_fault = env.now
+        self.last_fault = self.env.now
         del self.in_flight[g]
-        self.out.fault_latency.append(env.now - read)
+        self.out.fault_latency.append(self.env.now - read)
         done.succeed()
 
     def _claim_run(self, most: int) -> tuple[int, int] | None:
@@ -248,6 +258,7 @@ class _Migration:
         yield env.timeout(self.c.startup)  # connecting, the zero sweep: before the first chunk
         total = self._data_below(self.granules) * PAGE_SIZE
         step = max(1, max(self.c.chunk, int(total / BG_STEPS)) // self.c.granule)
+        yield from self._zero_sweep(step)
         while True:
             if len(self.claims) >= self.c.window:
                 yield env.any_of([ev for _, _, ev in self.claims])
@@ -264,6 +275,29 @@ class _Migration:
         while self.claims or self.in_flight:  # the last chunks and urgent fetches
             yield env.any_of([ev for _, _, ev in self.claims] + list(self.in_flight.values()))
         self.out.migration = env.now
+
+    def _zero_sweep(self, step: int):
+        """Every zero granule first, a run at a time, standing back for faults as the pull
+        does: nothing travels, but the check reads each zero page (at the calibrated verify
+        cost per byte)."""
+        env, state, n = self.env, self.state, self.granules
+        first = state.find(ZERO)
+        while first >= 0:
+            if self._preempted():
+                yield env.timeout(STAND_BACK_SECONDS)
+                first = state.find(ZERO, first)
+                if first < 0:
+                    first = state.find(ZERO)
+                continue
+            end = min(n, first + step)
+            zeros = state.count(ZERO, first, end)
+            state[first:end] = state[first:end].replace(_ZERO_BYTE, _PRESENT_BYTE)
+            check = zeros * self.c.granule * self.c.zero_check_per_byte
+            if check:
+                yield env.timeout(check)
+            first = state.find(ZERO, end)
+            if first < 0:
+                first = state.find(ZERO)
 
     def _data_below(self, g: int) -> int:
         """Data pages in granules [0, g): whole periods, then the prefix sum."""
