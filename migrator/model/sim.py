@@ -18,10 +18,10 @@ Processes:
   less than STAND_BACK_SECONDS ago when the guest's vCPUs fill the host's CPUs, as the
   destination does (dest/dataplane.py).
 
-The pull starts after the calibrated start-up time (its connection, the zero sweep); the
-migration ends when the last granule is present, and is declared (and timed) by the
+The migration ends when the last granule is present, and is declared (and timed) by the
 destination at its next watch tick (every COMPLETION_TICK_S plus its bookkeeping): half a
-tick later on average.
+tick later on average; plus the calibrated start-up (the session's set-up before the pull's
+first chunk, fitted to the calibration runs' migration times).
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ from . import workload
 ACCESS_SECONDS = 1e-7  # a resident access, as the guest's touch loop measures one
 STALL_THRESHOLD = 5e-6  # the guest's: slower accesses are stalls
 STAND_BACK_SECONDS = 0.5e-3
+# The destination's migration (and its zero sweep) starts at the guest's hand-over; the guest's
+# vCPU threads start after it (created, past their barrier, announced): an estimate, not
+# calibrated. Until their first fault the sweep runs unhindered.
+VCPU_START_SECONDS = 1e-3
 BG_STEPS = 4000
 
 
@@ -124,6 +128,7 @@ class _Migration:
         self.data_pages = workload.data_pages_per_granule(case.zeros, case.memory // PAGE_SIZE,
                                                           self.ppg)
         self.cum = [0, *itertools.accumulate(self.data_pages)]
+        self.zero_cum = [0, *itertools.accumulate(1 if d == 0 else 0 for d in self.data_pages)]
         # one byte per granule, as the destination's granule table; a zero granule (ZERO) is
         # mapped without the network, by the pull's zero sweep or by its fault
         period = bytes(ZERO if d == 0 else ABSENT for d in self.data_pages)
@@ -131,7 +136,6 @@ class _Migration:
         self.state = bytearray(period * whole + period[:rest])
         self.cursor = 0  # the pull's next claim starts here; a fault moves it after itself
         self.in_flight: dict[int, simpy.Event] = {}
-        self.fetched: list[int] = []  # granules fetched by faults, sorted
         self.claims: list[tuple[int, int, simpy.Event]] = []  # the pull's runs in flight
         self.pull_waiters = 0
         self.pull_stream = simpy.Resource(self.env, capacity=1)  # its own stream, in order
@@ -150,7 +154,7 @@ class _Migration:
 
     # -- processes -------------------------------------------------------------------------
     def vcpu(self, seq: list[int]):
-        env, state, pending = self.env, self.state, 0.0
+        env, state, pending = self.env, self.state, VCPU_START_SECONDS
         for page in seq:
             g = page // self.ppg
             if state[g] == PRESENT:
@@ -160,6 +164,7 @@ class _Migration:
                 yield env.timeout(pending)
                 pending = 0.0
             start = env.now
+            self.out.faults += 1  # a fault event, whoever then carries the granule
             while state[g] != PRESENT:
                 if state[g] == FETCHING:
                     yield self.in_flight[g]
@@ -172,7 +177,6 @@ class _Migration:
                     self.in_flight[g] = done
                     state[g] = FETCHING
                     self.cursor = g + 1 if g + 1 < self.granules else 0
-                    self.out.faults += 1
                     env.process(self.fetch(g, done))
                     yield done
             stall = env.now - start
@@ -202,7 +206,6 @@ class _Migration:
             yield env.timeout(max(0, nbytes - link.burst) / link.urgent_rate)
         self.urgent_bytes_total += nbytes
         self.out.bytes_urgent += nbytes
-        bisect.insort(self.fetched, g)
         self._resolved(g, read, done)
 
     def _resolved(self, g: int, read: float, done: simpy.Event) -> None:
@@ -213,7 +216,7 @@ class _Migration:
         self.out.fault_latency.append(self.env.now - read)
         done.succeed()
 
-    def _claim_run(self, most: int) -> tuple[int, int] | None:
+    def _claim_run(self, most: int) -> tuple[int, int, int] | None:
         """The next run at or after the cursor that starts with an absent granule, wrapping
         (as the C loop). Aggregated: the run spans up to `most` granules, present ones
         included (they are skipped, as their bytes are), so a large memory takes a bounded
@@ -225,9 +228,11 @@ class _Migration:
             if first < 0:
                 return None
         end = min(n, first + most)
-        state[first:end] = state[first:end].replace(_ABSENT_BYTE, _PULLING_BYTE)
+        run = state[first:end]
+        claimed = run.count(ABSENT)
+        state[first:end] = run.replace(_ABSENT_BYTE, _PULLING_BYTE)
         self.cursor = end
-        return first, end
+        return first, end, claimed
 
     def _preempted(self) -> bool:
         """As the C loop: stand back for faults unless a vCPU waits on the pull, or the guest
@@ -235,12 +240,13 @@ class _Migration:
         return (not self.pull_waiters and self.stands_back and
                 (self.urgent_busy > 0 or self.env.now - self.last_fault < STAND_BACK_SECONDS))
 
-    def pull(self, lo: int, hi: int, done: simpy.Event):
+    def pull(self, lo: int, hi: int, claimed: int, done: simpy.Event):
+        """The claimed (absent) granules of [lo, hi): their data pages, at the range's mean
+        per data granule (exact at 4 KiB granules, where each holds one)."""
         env = self.env
-        fetched = self.fetched
-        urgent = sum(self._bytes(g) for g in
-                     fetched[bisect.bisect_left(fetched, lo):bisect.bisect_left(fetched, hi)])
-        nbytes = (self._data_below(hi) - self._data_below(lo)) * PAGE_SIZE - urgent
+        data_granules = (hi - lo) - self._zero_granules(lo, hi)
+        per = (self._data_below(hi) - self._data_below(lo)) / data_granules if data_granules else 0
+        nbytes = int(claimed * per * PAGE_SIZE)
         with self.pull_stream.request() as turn:
             yield turn
             before = self.urgent_bytes_total
@@ -255,7 +261,6 @@ class _Migration:
 
     def background(self):
         env = self.env
-        yield env.timeout(self.c.startup)  # connecting, the zero sweep: before the first chunk
         total = self._data_below(self.granules) * PAGE_SIZE
         step = max(1, max(self.c.chunk, int(total / BG_STEPS)) // self.c.granule)
         yield from self._zero_sweep(step)
@@ -269,9 +274,10 @@ class _Migration:
             run = self._claim_run(step)
             if run is None:
                 break
+            lo, hi, claimed = run
             done = env.event()
-            self.claims.append((*run, done))
-            env.process(self.pull(*run, done))
+            self.claims.append((lo, hi, done))
+            env.process(self.pull(lo, hi, claimed, done))
         while self.claims or self.in_flight:  # the last chunks and urgent fetches
             yield env.any_of([ev for _, _, ev in self.claims] + list(self.in_flight.values()))
         self.out.migration = env.now
@@ -299,6 +305,12 @@ class _Migration:
             if first < 0:
                 first = state.find(ZERO)
 
+    def _zero_granules(self, lo: int, hi: int) -> int:
+        whole, rest = divmod(hi, len(self.data_pages))
+        upper = whole * self.zero_cum[-1] + self.zero_cum[rest]
+        whole, rest = divmod(lo, len(self.data_pages))
+        return upper - (whole * self.zero_cum[-1] + self.zero_cum[rest])
+
     def _data_below(self, g: int) -> int:
         """Data pages in granules [0, g): whole periods, then the prefix sum."""
         whole, rest = divmod(g, len(self.data_pages))
@@ -310,7 +322,8 @@ class _Migration:
         self.env.process(self.background())
         self.env.run()
         # the destination notices at its next watch tick: half a tick later, on average
-        self.out.migration = max(self.out.migration, self.out.vcpu_run) + COMPLETION_TICK_S / 2
+        self.out.migration = (max(self.out.migration, self.out.vcpu_run) + COMPLETION_TICK_S / 2
+                              + self.c.startup)
         return self.out
 
 
