@@ -18,10 +18,10 @@ Processes:
   less than STAND_BACK_SECONDS ago when the guest's vCPUs fill the host's CPUs, as the
   destination does (dest/dataplane.py).
 
-The migration ends when the last granule is present, and is declared (and timed) by the
-destination at its next watch tick (every COMPLETION_TICK_S plus its bookkeeping): half a
-tick later on average; plus the calibrated start-up (the session's set-up before the pull's
-first chunk, fitted to the calibration runs' migration times).
+The data pull's first chunk waits for the calibrated start-up (its stream and set-up, fitted to
+the calibration runs' migration times). The migration ends when the last granule is present,
+and is declared (and timed) by the destination at its next watch tick (every
+COMPLETION_TICK_S plus its bookkeeping): half a tick later on average.
 """
 
 from __future__ import annotations
@@ -264,6 +264,9 @@ class _Migration:
         total = self._data_below(self.granules) * PAGE_SIZE
         step = max(1, max(self.c.chunk, int(total / BG_STEPS)) // self.c.granule)
         yield from self._zero_sweep(step)
+        # the data pull's first chunk waits for its stream and set-up: the calibrated start-up
+        # (fitted to the calibration runs' migration times)
+        yield env.timeout(self.c.startup)
         while True:
             if len(self.claims) >= self.c.window:
                 yield env.any_of([ev for _, _, ev in self.claims])
@@ -322,8 +325,7 @@ class _Migration:
         self.env.process(self.background())
         self.env.run()
         # the destination notices at its next watch tick: half a tick later, on average
-        self.out.migration = (max(self.out.migration, self.out.vcpu_run) + COMPLETION_TICK_S / 2
-                              + self.c.startup)
+        self.out.migration = max(self.out.migration, self.out.vcpu_run) + COMPLETION_TICK_S / 2
         return self.out
 
 

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="two hosts need root (
 
 CAL = {"modes": ["hgm"], "seed": 5, "grid": {
     "link": ["200mbit/1ms", "unshaped"], "memory": ["32MiB"], "hugepage_size": ["2M"],
-    "vcpus": [2], "pattern": ["hotset"], "accesses": [300]}}
+    "vcpus": [4], "pattern": ["hotset"], "accesses": [500]}}
 HELD_OUT = {"modes": ["hgm"], "seed": 9, "grid": {
-    "link": ["500mbit/2ms"], "memory": ["32MiB"], "hugepage_size": ["2M"], "vcpus": [2],
-    "pattern": ["uniform"], "accesses": [300]}}
+    "link": ["500mbit/2ms"], "memory": ["32MiB"], "hugepage_size": ["2M"], "vcpus": [4],
+    "pattern": ["uniform"], "accesses": [500]}}
 
 
 def _runs(out):
