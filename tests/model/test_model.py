@@ -48,8 +48,9 @@ def test_calibrated_on_two_runs_it_predicts_a_third_it_never_saw(fitted):
     (path, measured), = _runs(base / "held-out")
     got = measured["modes"][0]
     want = predict.predict(cal, predict.question_of(measured), ["hgm"])["modes"][0]
-    # the faults follow from the pattern and the pull; the stall from the link and the costs
-    assert abs(want["faults"] - got["faults"]) <= 0.25 * got["faults"]
+    # the faults follow from the pattern and the pull's race with it (the same point measured
+    # twice here: 1382 and 1045 faults); the stall from the link and the costs
+    assert abs(want["faults"] - got["faults"]) <= 0.4 * got["faults"]
     for key in ("p50", "total"):
         m, p = got["vcpu_stall_seconds"][key], want["vcpu_stall_seconds"][key]
         assert 0.5 * m <= p <= 2 * m, (key, m, p)
