@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+from helpers.signals import sigint_default
 from migrator.netns import ns
 from migrator.orchestration import wait_for
 
@@ -47,7 +48,7 @@ def test_sigint_mid_migration_removes_namespaces_and_processes(tmp_path):
     proc = subprocess.Popen(
         [*CMD, "--two-host", "--memory", "512MiB", "--hugepage-size", "2M", "--modes", "hgm",
          "--accesses", "20000", "--bandwidth", "100mbit", "--rtt", "1ms", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=sigint_default)
     inside: list[int] = []
 
     def at_the_guest() -> list[int] | None:

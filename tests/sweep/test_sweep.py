@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from helpers.signals import sigint_default
 from migrator.errors import MigratorError
 from migrator.sweep import parse
 
@@ -32,7 +33,7 @@ def test_a_sweep_resumes_after_sigint_and_writes_its_table_and_plots(tmp_path):
     spec, out = tmp_path / "grid.toml", tmp_path / "tree"
     spec.write_text(GRID)
     proc = subprocess.Popen([*CMD, str(spec), "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         for line in proc.stderr:  # the progress lines: stop once the first point is done
             if "point 0 rep 0: done" in line:
