@@ -116,7 +116,10 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                     continue
                 if m.get("granularity_bytes", 4096) == 4096:
                     stalls = read_samples(path, mode).get("vcpu_stall_seconds") or []
-                    residual = [s - lk["rtt"] for s in stalls]
+                    # unshaped, against the regime's RTT (the host's floor), as predict.py
+                    # adds it back: one run's probe of a loopback path is noise (17-56 us)
+                    rtt = lk["rtt"] if lk["requested_bits"] else out["regimes"][regime]["rtt"]
+                    residual = [s - rtt for s in stalls]
                     if lk["requested_bits"]:
                         # a fault that waited behind the shaper's queue is the model's own
                         # (sim.py): not part of a fault's cost
