@@ -12,7 +12,9 @@ other link settings, than any validation point) and fits, per mode:
   its bandwidth lies between the two, on a log scale;
 - the urgent stream's and the background pull's rates as 1 / (1/link + c): c, the CPU's
   seconds per byte, fitted at both links and weighted the same way;
-- the start-up: what a migration takes beyond the model's, on the calibration points.
+- the start-up: what a migration takes beyond the model's, on the calibration points;
+- the destination's completion tick: its watch checks every 0.1 s from the migration's
+  start, so a migration's measured time is a whole number of ticks (plus bookkeeping).
 The link's own RTT floor and the tbf's efficiency (measured / asked) come from the runs' link
 measurements. The file holds the host's description (kernel, cores, pools).
 """
@@ -133,14 +135,14 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                     if stages.get("verify") and granule_bytes:
                         work.append(sum((stages[n] or {}).get("p50") or 0.0
                                         for n in ("verify", "install")) / granule_bytes)
-                    receive = (stages.get("receive") or {}).get("p50")
-                    if regime == "busy" and receive and granule_bytes:
-                        # unshaped, the CPU is the limit: a reply's bytes over its first-to-last
-                        # byte is the stream's service rate (the average over the vCPUs' run
-                        # would count the gaps between faults as transfer)
-                        c_urgent.append((granule_bytes / receive, lk["bytes_per_second"]))
-                    elif regime == "idle" and m["vcpu_run_seconds"] > 0:
-                        # shaped, the link is: the stream is busy throughout the vCPUs' run
+                    if m["vcpu_run_seconds"] > 0:
+                        # the stream is busy throughout the vCPUs' run: shaped, the link is the
+                        # limit; unshaped, the vCPUs spend most of their run waiting on it
+                        # (stall total / (vCPUs x run) is 0.8-0.9 here), so the run's bytes
+                        # over its time is the stream's service rate, its per-reply work (the
+                        # source's read and send, between replies) included. A reply's first
+                        # to last byte (the receive stage) leaves that out: 3.5 GB/s against
+                        # 2.5 GB/s, and faults queued a third too briefly.
                         c_urgent.append((m["bytes_urgent"] / m["vcpu_run_seconds"],
                                          lk["bytes_per_second"]))
                 # the pull once the vCPUs are done (it stands back for their faults before)
@@ -163,9 +165,30 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
             # install; its queueing behind other faults is the model's own (the stages'
             # queue and network include it, so they are not its cost)
             out["modes"][mode]["fault_like"] = "hgm" if "hgm" in four_k else four_k[0]
+    from ..dest.migration import _WATCH_S
+
+    out["completion_tick"] = fit_completion_tick(
+        [m["duration_seconds"] for _, r in runs for m in r["modes"]], _WATCH_S)
     for regime in ("idle", "busy"):
         out["regimes"][regime]["background_c"] = _fit_c(bg_c[regime], out["regimes"][regime])
     return out
+
+
+def fit_completion_tick(durations: list[float], tick: float) -> dict:
+    """The destination declares a migration complete at a tick of its watch: the watch waits
+    `tick`, brings the metrics up to date, then checks, so its k-th check comes at
+    offset + k * period (period a little over `tick`: the bookkeeping). Fitted by least
+    squares to the calibration runs' durations, k = floor(duration / tick) (the bookkeeping
+    is well under a tick)."""
+    ks = [max(1, math.floor(d / tick)) for d in durations]
+    if len(set(ks)) < 2:  # one tick count: the period cannot be told from the offset
+        return {"period": tick, "offset": max(0.0, statistics.median(
+            d - k * tick for d, k in zip(durations, ks)))}
+    mk, md = statistics.fmean(ks), statistics.fmean(durations)
+    period = (sum((k - mk) * (d - md) for k, d in zip(ks, durations)) /
+              sum((k - mk) ** 2 for k in ks))
+    period = min(max(period, tick), 1.5 * tick)
+    return {"period": period, "offset": max(0.0, md - period * mk)}
 
 
 def weight(cal: dict, link_bytes_per_second: float) -> float:

@@ -117,7 +117,14 @@ def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | Non
                     host_cpus=q.host_cpus or cal["host"]["cores"],
                     background_cap=q.background_cap, window=q.background_window,
                     zero_check_per_byte=_zero_check(cal, w),
-                    startup=_mix(mc.get("startup_idle"), mc.get("startup_busy"), w), seed=q.seed)
+                    startup=_mix(mc.get("startup_idle"), mc.get("startup_busy"), w), seed=q.seed,
+                    **_tick(cal))
+
+
+def _tick(cal: dict) -> dict:
+    tick = cal.get("completion_tick") or {}
+    return {"tick_period": tick.get("period", sim.COMPLETION_TICK_S),
+            "tick_offset": tick.get("offset", 0.0)}
 
 
 def predict(cal: dict, q: Question, modes: list[str]) -> dict:

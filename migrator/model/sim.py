@@ -21,13 +21,15 @@ Processes:
 The data pull's first chunk waits for the calibrated start-up (its stream and set-up, fitted to
 the calibration runs' migration times). The migration ends when the last granule is present,
 and is declared (and timed) by the destination at its next watch tick (every
-COMPLETION_TICK_S plus its bookkeeping): half a tick later on average.
+COMPLETION_TICK_S plus its bookkeeping, counted from the migration's start: the calibrated
+offset + k * period, the first at or after the last granule).
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -96,6 +98,8 @@ class Case:
     zero_check_per_byte: float = 0.0  # seconds the zero sweep spends per byte it checks
     startup: float = 0.0
     seed: int = 0
+    tick_period: float = COMPLETION_TICK_S  # the destination's completion checks: offset + k * period
+    tick_offset: float = 0.0
 
 
 @dataclass
@@ -327,8 +331,11 @@ class _Migration:
             self.env.process(self.vcpu(seq))
         self.env.process(self.background())
         self.env.run()
-        # the destination notices at its next watch tick: half a tick later, on average
-        self.out.migration = max(self.out.migration, self.out.vcpu_run) + COMPLETION_TICK_S / 2
+        # the destination notices at its next watch tick; the ticks count from the migration's
+        # start (its watch waits a tick, then checks), so the time is a whole number of them
+        c, end = self.c, self.out.migration
+        k = max(1, math.ceil((end - c.tick_offset) / c.tick_period - 1e-9))
+        self.out.migration = c.tick_offset + k * c.tick_period
         return self.out
 
 
