@@ -78,3 +78,35 @@ def test_a_64_gib_guest_is_predicted_from_aggregated_pages(fitted):
     # a whole 1 GiB page per fault: fewer faults, each far longer
     assert huge["faults"] < hgm["faults"]
     assert huge["vcpu_stall_seconds"]["p50"] > 100 * hgm["vcpu_stall_seconds"]["p50"]
+
+
+def _case(**kw) -> "sim.Case":
+    from migrator.model import sim
+
+    memory, pages = 32 << 20, (32 << 20) // 4096
+    link = sim.Link(rtt=40e-6, urgent_rate=2.5e9, background_rate=0.6e9)
+    return sim.Case(mode="hgm", memory=memory, granule=4096, vcpus=4,
+                    sequences=workload.sequences("uniform", pages, 4, 300, 3),
+                    zeros=workload.zero_map(pages, 3), link=link,
+                    cost=sim.FaultCost([(0.0, 50e-6), (1.0, 150e-6)]), host_cpus=2, **kw)
+
+
+def test_the_migration_ends_at_a_tick_of_the_destinations_watch():
+    from migrator.model import sim
+
+    # the watch checks at offset + k * period from the migration's start, never between
+    ticked = sim.simulate(_case(tick_period=0.1, tick_offset=0.006)).migration
+    k = round((ticked - 0.006) / 0.1)
+    assert k >= 1 and abs(ticked - (0.006 + k * 0.1)) < 1e-9
+    assert calibration.fit_completion_tick([0.106, 0.2075, 0.309, 1.818], 0.1) == pytest.approx(
+        {"period": 0.1007, "offset": 0.0061}, abs=2e-4)
+
+
+def test_faults_from_the_start_keep_the_pull_back_on_a_full_host():
+    from migrator.model import sim
+
+    # 4 vCPUs on 2 CPUs fault from the hand-over on: the pull stands back, so no fault waits
+    # on a 4 MiB chunk (which takes ~7 ms here); the stalls are the faults' own
+    out = sim.simulate(_case())
+    assert out.stalls and max(out.stalls) < 2e-3
+    assert out.bytes_urgent + out.bytes_background > 0
