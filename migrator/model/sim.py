@@ -44,13 +44,15 @@ ACCESS_SECONDS = 1e-7  # a resident access, as the guest's touch loop measures o
 STALL_THRESHOLD = 5e-6  # the guest's: slower accesses are stalls
 STAND_BACK_SECONDS = 0.5e-3
 # The destination starts its loops (the zero sweep, then the pull) and then answers the guest's
-# hand-over; the guest starts its vCPUs on that answer: as good as together. The measured runs
-# say so: no fault waited on the pull (faults_waited_on_background 0 or 1 in every loopback
-# run), and 12-17 % of the 4 KiB faults on loopback took under 30 us (a zero granule not yet
-# swept: a check and a CONTINUE). A start 1 ms later (as this model had it) let the pull of a
-# small guest claim its first chunks before any fault, and faults then queued behind whole
-# 4 MiB chunks: stall p99 25-45 times the measured one, and a third of the faults missing.
-VCPU_START_SECONDS = 0.0
+# hand-over; the guest starts its vCPUs on that answer, an estimated VCPU_START_SECONDS later
+# (not calibrated), or as the sweep ends if that is sooner. The measured runs put the first
+# faults after most of the sweep (0-6 % of the first 4 KiB faults found a zero granule not yet
+# swept, of 23 % zero pages) and before the pull's first chunk (faults_waited_on_background 0
+# or 1 in every loopback run). A fixed 1 ms start let the pull of a small guest claim its first
+# chunks before any fault, and faults then queued behind whole 4 MiB chunks (stall p99 25-45
+# times the measured, a third of the faults missing); a start at the hand-over left the sweep
+# standing back, and a quarter of the faults on zero granules.
+VCPU_START_SECONDS = 1e-3
 BG_STEPS = 4000
 
 
@@ -152,17 +154,24 @@ class _Migration:
         self.last_fault = -1.0
         self.urgent_bytes_total = 0
         self.out = Outcome()
+        self.vcpus_start = self.env.event()  # at VCPU_START_SECONDS, or the sweep's end
+        self.env.timeout(VCPU_START_SECONDS).callbacks.append(lambda _: self._start_vcpus())
         self.stands_back = case.vcpus >= case.host_cpus
         self.bg_rate = case.link.background_rate
         if case.background_cap:
             self.bg_rate = min(self.bg_rate, case.background_cap)
+
+    def _start_vcpus(self) -> None:
+        if not self.vcpus_start.triggered:
+            self.vcpus_start.succeed()
 
     def _bytes(self, g: int) -> int:
         return workload.granule_bytes(self.data_pages, g)
 
     # -- processes -------------------------------------------------------------------------
     def vcpu(self, seq: list[int]):
-        env, state, pending = self.env, self.state, VCPU_START_SECONDS
+        env, state, pending = self.env, self.state, 0.0
+        yield self.vcpus_start
         for page in seq:
             g = page // self.ppg
             if state[g] == PRESENT:
@@ -272,6 +281,8 @@ class _Migration:
         total = self._data_below(self.granules) * PAGE_SIZE
         step = max(1, max(self.c.chunk, int(total / BG_STEPS)) // self.c.granule)
         yield from self._zero_sweep(step)
+        self._start_vcpus()  # if the sweep ended first; their first faults come before the pull's
+        yield env.timeout(0)  # first claim (they run first at this instant)
         # the data pull's first chunk waits for its stream and set-up: the calibrated start-up
         # (fitted to the calibration runs' migration times)
         yield env.timeout(self.c.startup)
