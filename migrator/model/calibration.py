@@ -138,7 +138,7 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                     if m["vcpu_run_seconds"] > 0:
                         # the stream is busy throughout the vCPUs' run: shaped, the link is the
                         # limit; unshaped, the vCPUs spend most of their run waiting on it
-                        # (stall total / (vCPUs x run) is 0.8-0.9 here), so the run's bytes
+                        # (stall total / (vCPUs x run) is 0.85-0.95 here), so the run's bytes
                         # over its time is the stream's service rate, its per-reply work (the
                         # source's read and send, between replies) included. A reply's first
                         # to last byte (the receive stage) leaves that out: 3.5 GB/s against
