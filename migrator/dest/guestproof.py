@@ -10,8 +10,8 @@ So before saying `ready` the destination checks:
 - the guest's mapping: where the guest's process is visible from here (SO_PEERCRED gives its
   pid; 0 when it is in another pid namespace), every VMA of /proc/PID/maps over the registered
   range maps this file (same device and inode) at the right offset;
-- otherwise, through the userfaultfd: punch a hole in the handed file at one page and
-  UFFDIO_CONTINUE there in the guest's range. CONTINUE installs the page cache page of the
+- otherwise, through the userfaultfd: punch a hole in the handed file at one page (the last
+  of each region) and UFFDIO_CONTINUE there in the guest's range. CONTINUE installs the page cache page of the
   file behind the guest's VMA and fails with EFAULT where that file has none, so it must fail
   while our file has a hole and succeed once we put a page back. Then the hole is punched again,
   which also unmaps the page from the guest, and filled, so the guest faults on it as on any
@@ -67,15 +67,16 @@ def _fd_target(fd: int) -> str:
         return f"fd {fd}"
 
 
-def prove(fd: int, st: os.stat_result, uffd_fd: int, base: int, size: int, page_size: int,
-          pid: int | None) -> str:
-    """Prove the guest maps fd's file over [base, base + size); ProtocolError if not.
-    Returns how it was proved, for the log."""
+def prove(fd: int, st: os.stat_result, uffd_fd: int, base: int, region_ends: list[int],
+          page_size: int, pid: int | None) -> str:
+    """Prove the guest maps fd's file over [base, base + the last region's end); ProtocolError
+    if not. Returns how it was proved, for the log."""
     maps = _read_maps(pid) if pid else None
     if maps is not None:
-        _prove_by_maps(maps, st, base, size, pid)
+        _prove_by_maps(maps, st, base, max(region_ends), pid)
         return f"/proc/{pid}/maps"
-    _prove_by_hole(fd, uffd_fd, base, size, page_size)
+    for end in region_ends:
+        _prove_by_hole(fd, uffd_fd, base, end - page_size, page_size)
     return "a hole punched in the memfd, seen through the userfaultfd"
 
 
@@ -115,17 +116,26 @@ def _prove_by_maps(maps: list[str], st: os.stat_result, base: int, size: int, pi
                         f"{base:#x}+{size:#x} it described: describe the range it maps")
 
 
-def _prove_by_hole(fd: int, uffd_fd: int, base: int, size: int, page_size: int) -> None:
+def _prove_by_hole(fd: int, uffd_fd: int, base: int, offset: int, page_size: int) -> None:
     uffd = Userfaultfd(fd=uffd_fd)  # borrowed: never closed here
-    offset = size - page_size
     address = base + offset
     try:
-        fallocate(fd, offset, page_size, punch_hole=True)
+        try:
+            fallocate(fd, offset, page_size, punch_hole=True)
+        except OSError as e:
+            raise ProtocolError(f"the memfd handed over cannot be checked (punching a hole at "
+                                f"{offset:#x}: {e}): hand over a memfd that allows "
+                                f"fallocate") from e
         if _continue(uffd, address, page_size):
             raise ProtocolError(
                 "the guest's registered range has a page where the handed memfd has a hole: "
                 "it maps another file; hand over the memfd behind the range you registered")
-        fallocate(fd, offset, page_size)
+        try:
+            fallocate(fd, offset, page_size)
+        except OSError as e:  # e.g. ENOSPC: the huge page pool emptied by another process
+            raise ProtocolError(f"the destination could not put back the page it took from the "
+                                f"memfd at {offset:#x} for the check: {e}; free huge pages and "
+                                f"connect again") from e
         if not _continue(uffd, address, page_size):
             raise ProtocolError(
                 "the guest's registered range has no page where the handed memfd has one: it "

@@ -47,7 +47,11 @@ class GuestSession:
                 self.migration.fail(f"the guest broke the protocol: {e}", phase="guest-error")
             self._try_send({"type": "error", "message": str(e)})
         except (ConnectionError, OSError) as e:
-            if self.migration and self.migration.phase in ACTIVE:
+            if self.migration is None:
+                log.warning("guest %s: handshake ended: %s", self.id, e)
+                self._try_send({"type": "error", "message": f"the destination could not take "
+                                f"the guest's memory: {e}"})
+            elif self.migration.phase in ACTIVE:
                 log.warning("guest %s exited mid-migration (%s)", self.id, e)
                 self.migration.fail(f"guest disconnected mid-migration: {e}", phase="guest-lost")
         finally:
@@ -97,7 +101,8 @@ class GuestSession:
             if thp is not None and not isinstance(thp, dict):
                 raise ProtocolError("'thp' must be an object")
             pid = self._peer_pid()
-            how = guestproof.prove(fds[1], st, fds[0], base, manifest.size,
+            ends = [int(r["offset"]) + int(r["size"]) for r in regions]
+            how = guestproof.prove(fds[1], st, fds[0], base, ends,
                                    self.daemon.backing.memory_page_size, pid)
             log.info("guest %s (pid %s): its registered range maps the memfd handed over "
                      "(proved by %s)", self.id, pid or "not visible here", how)

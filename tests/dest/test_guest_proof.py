@@ -85,12 +85,12 @@ def test_the_guests_own_memfd_is_proved_by_its_maps():
     guest = GuestMemory(SIZE, PAGE_SIZE)
     try:
         st = guestproof.check_memfd(guest.fd, SIZE)
-        how = guestproof.prove(guest.fd, st, guest.uffd.fileno(), guest.view.address, SIZE,
+        how = guestproof.prove(guest.fd, st, guest.uffd.fileno(), guest.view.address, [SIZE],
                                PAGE_SIZE, pid=os.getpid())
         assert how == f"/proc/{os.getpid()}/maps"
         with pytest.raises(ProtocolError, match="from file offset"):  # described one page off
             guestproof.prove(guest.fd, st, guest.uffd.fileno(), guest.view.address + PAGE_SIZE,
-                             SIZE - PAGE_SIZE, PAGE_SIZE, pid=os.getpid())
+                             [SIZE - PAGE_SIZE], PAGE_SIZE, pid=os.getpid())
     finally:
         guest.close()
 
@@ -120,7 +120,7 @@ def test_without_the_guests_pid_the_hole_proof_accepts_its_memfd_and_leaves_it_u
     try:
         last = guest.view.address + SIZE - page_size
         how = guestproof.prove(guest.fd, os.fstat(guest.fd), guest.uffd.fileno(),
-                               guest.view.address, SIZE, page_size, pid=None)
+                               guest.view.address, [SIZE], page_size, pid=None)
         assert "hole" in how
         assert not _mapped(last)  # the page the proof installed was taken away again
         assert os.pread(guest.fd, PAGE_SIZE, SIZE - page_size) == bytes(PAGE_SIZE)
@@ -135,7 +135,7 @@ def test_without_the_guests_pid_the_hole_proof_refuses_another_memfd(page_size):
         fallocate(other, 0, SIZE)
         with pytest.raises(ProtocolError, match="maps another file"):
             guestproof.prove(other, os.fstat(other), guest.uffd.fileno(), guest.view.address,
-                             SIZE, page_size, pid=None)
+                             [SIZE], page_size, pid=None)
     finally:
         os.close(other)
         guest.close()
