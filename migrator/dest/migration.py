@@ -214,7 +214,10 @@ class Migration:
                             _DRAIN_S)
             self.collapser.tail_seconds = time.monotonic() - self.finished
         self.huge_mapped = self._read_huge_mapped()
-        self._set_phase("complete")
+        with self._phase_lock:  # a guest lost meanwhile (a thp drain takes up to 30 s) stays lost
+            if self.phase not in ACTIVE:
+                return
+            self._set_phase("complete")
         self._stop.set()
         self.plane.stop()
         metrics.MIGRATION_DURATION.labels(*self.backing.metric_labels).observe(self.finished - self.started)
