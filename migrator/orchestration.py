@@ -153,6 +153,10 @@ class Guest(Process):
             self.wait()
             raise TimeoutError(f"{self.name} still running after {timeout:g} s:\n"
                                f"{self.tail(60)}") from None
+        except BaseException:  # interrupted (SIGINT): it must not outlive us, nor its pages
+            self.kill()
+            self.wait()
+            raise
         return self.result()
 
     def result(self) -> dict:
