@@ -10,6 +10,7 @@
  * is kept small besides.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,7 @@ static __thread uint32_t *rec_pages;
 static __thread uint64_t rec_cap, rec_len;
 static const sqlite3_io_methods *memdb_methods;
 static sqlite3_io_methods recording_methods;
+static pthread_mutex_t recording_setup = PTHREAD_MUTEX_INITIALIZER;
 
 static void rec_range(sqlite3_int64 off, int amt)
 {
@@ -91,12 +93,14 @@ static int install_recorder(sqlite3 *db)
 	sqlite3_file *file = NULL;
 	if (sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &file) != SQLITE_OK || !file)
 		return -1;
+	pthread_mutex_lock(&recording_setup);  /* every vCPU thread opens its own connection */
 	if (!memdb_methods) {
-		memdb_methods = file->pMethods;
-		recording_methods = *memdb_methods;
+		recording_methods = *file->pMethods;
 		recording_methods.xRead = rec_read;
 		recording_methods.xFetch = rec_fetch;
+		memdb_methods = file->pMethods;
 	}
+	pthread_mutex_unlock(&recording_setup);
 	file->pMethods = &recording_methods;
 	return 0;
 }

@@ -104,6 +104,8 @@ def build(size: int, out: str | os.PathLike,
         used = _size(db)
     finally:
         db.close()
+    if used > size:  # truncating would cut the database
+        raise ValueError(f"the database came out {used} bytes, over --size {format_size(size)}")
     os.truncate(tmp, size)  # zeros after the last page: SQLite reads its size from the header
     tmp.replace(out)
     return {"path": str(out), "size": size, "database_bytes": used, "customers": customers,
