@@ -13,6 +13,7 @@ SIGINT resumes where it was.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -52,7 +53,9 @@ def claim_tree(out: Path, spec: Spec) -> None:
             raise MigratorError(f"{out} holds another sweep ({path}): give another --out, or "
                                 f"the same spec to resume it")
         return
-    path.write_text(json.dumps(body, indent=2) + "\n")
+    tmp = path.with_name(f".sweep.json.{os.getpid()}")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    tmp.replace(path)  # atomic: pods of one Indexed Job share the tree and may read it meanwhile
 
 
 def plan_for(spec: Spec, point: Point, out: Path, quiet: bool = True):
