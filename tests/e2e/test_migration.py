@@ -65,9 +65,10 @@ def test_hugepage_mode_on_1g_pages(tmp_path):
 
 def test_faults_racing_the_background_pull_are_installed_once(source, pool_2m, dest_factory):
     # Sequential vCPUs start where the puller starts, so faults land on granules it is
-    # installing at that moment; they must wait for that install, not fetch again.
+    # installing at that moment; they must wait for that install, not fetch again. The pull
+    # keeps going while faults are served (else, standing back, it sometimes raced no fault).
     manifest = fetch_manifest(source, TOKEN)
-    dest = dest_factory("hugepage", SIZE_2M)
+    dest = dest_factory("hugepage", SIZE_2M, "--no-background-preempt")
     report = run_guest(dest, "--vcpus", "4", "--pattern", "sequential", "--accesses", "4000",
                        "--write-ratio", "0.5")
     m = _assert_clean(report, manifest.pages)
