@@ -148,14 +148,12 @@ class Guest(Process):
         """Its result once it ends; killed (TimeoutError, with its log) if not within timeout."""
         try:
             self.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException as e:  # also interrupted (SIGINT): it must not outlive us
             self.kill()
             self.wait()
-            raise TimeoutError(f"{self.name} still running after {timeout:g} s:\n"
-                               f"{self.tail(60)}") from None
-        except BaseException:  # interrupted (SIGINT): it must not outlive us, nor its pages
-            self.kill()
-            self.wait()
+            if isinstance(e, subprocess.TimeoutExpired):
+                raise TimeoutError(f"{self.name} still running after {timeout:g} s:\n"
+                                   f"{self.tail(60)}") from None
             raise
         return self.result()
 
