@@ -104,6 +104,8 @@ def stall_ratio(m: Measurement, label: str, results: dict, where: str) -> None:
     hgm, hugepage = (modes[x]["vcpu_stall_seconds"]["total"] for x in ("hgm", "hugepage"))
     m.figure.append({"ratio": hgm / hugepage if hugepage else float("inf"),
                      "hgm_stall_seconds": hgm, "hugepage_stall_seconds": hugepage,
+                     "hgm_stalls": modes["hgm"]["vcpu_stall_seconds"]["count"],
+                     "vcpus": results["config"]["vcpus"],
                      "backings": {x: {"backing": modes[x]["backing"],
                                       "backing_label": modes[x]["backing_label"]}
                                   for x in ("hgm", "hugepage")},

@@ -40,6 +40,10 @@ def text(result: dict) -> str:
         lines.append(f"{key:12} {f['value']:8.3f}  {goal:9} {met:4} "
                      f"{_quantity(f['figure'], f['unit']):>12} "
                      f"{_quantity(f.get('reference'), f['unit']):>12}")
+    floor = result["stall_ratio_floor"]
+    lines.append(f"STALL_RATIO at this host's floor: "
+                 + (f"{floor['value']:.3f} ({floor['what']})" if "value" in floor
+                    else f"- ({floor['refused']})"))
     return "\n".join(lines)
 
 

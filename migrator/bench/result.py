@@ -64,6 +64,7 @@ def compose(plan: Plan, config: dict, m: dict[str, Measurement]) -> dict:
     figures["STALL_RATIO"] = _key(m["STALL"], "ratio", None, "", "default experiment: hgm total "
                                   "vCPU stall ÷ hugepage total", plan.stall_repeats)
 
+    floor = stall_floor(m, v)
     backings = _backings(m)
     for key, entry in figures.items():
         entry["backing"] = {mode: (backings.get(mode) or {}).get("backing")
@@ -74,12 +75,14 @@ def compose(plan: Plan, config: dict, m: dict[str, Measurement]) -> dict:
         "schema": SCHEMA,
         **values,
         "P5_limit_percent": goals["P5"][1],
+        "STALL_RATIO_floor": floor.get("value"),
         "goals": {k: f"{op} {limit:.3g}" for k, (op, limit) in goals.items()},
         "met": {k: None if values[k] is None else met(goals[k], values[k]) for k in KEYS},
         "refused": {k: f["refused"] for k, f in figures.items() if "refused" in f},
         "config": config,
         "backings": backings,
         "figures": figures,
+        "stall_ratio_floor": floor,
         "raw": {
             "figures": {name: meas.figure for name, meas in m.items()},
             "references": {"ref_fault_1": m["P1"].reference,
@@ -89,6 +92,27 @@ def compose(plan: Plan, config: dict, m: dict[str, Measurement]) -> dict:
             "runs": {name: [r.summary() for r in meas.runs] for name, meas in m.items()},
         },
     }
+
+
+def stall_floor(m: dict[str, Measurement], threads: int) -> dict:
+    """Where the fastest known 4 KiB path puts STALL_RATIO on this host: each vCPU stall of a
+    default experiment's hgm run lasting what a fault of ref-fault with as many threads lasts in
+    this run (threads ÷ its faults/s), over that experiment's hugepage total (itself at its
+    reference, P2). Not a goal: it says whether STALL_RATIO's goal is within reach here."""
+    entry: dict = {"what": f"ref-fault ({threads} threads, same mix of pages) stalling each of "
+                           "the default experiment's hgm vCPU stalls ÷ its hugepage total",
+                   "raw": []}
+    refs, stalls = m["P4"].reference, [s for s in m["STALL"].figure if s["vcpus"] == threads]
+    if len(refs) < MIN_REFERENCE_RUNS or not stalls:
+        entry["refused"] = (f"needs {MIN_REFERENCE_RUNS} runs of ref-fault with {threads} threads "
+                            f"(have {len(refs)}) and a default experiment with {threads} vCPUs "
+                            f"(have {len(stalls)})")
+        return entry
+    per_stall = threads / statistics.median(r["faults_per_s"] for r in refs)
+    entry["seconds_per_stall"] = per_stall
+    entry["raw"] = [s["hgm_stalls"] * per_stall / s["hugepage_stall_seconds"] for s in stalls]
+    entry["value"] = statistics.median(entry["raw"])
+    return entry
 
 
 def _backings(m: dict[str, Measurement]) -> dict:
