@@ -162,10 +162,6 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_writeprotect *", {"range": (start, length), "mode": mode})
         self._ioctl("writeprotect", lib.UFFDIO_WRITEPROTECT, arg, f"0x{start:x}+0x{length:x}")
 
-    def wake(self, start: int, length: int) -> None:
-        arg = ffi.new("struct uffdio_range *", (start, length))
-        self._ioctl("wake", lib.UFFDIO_WAKE, arg, f"0x{start:x}+0x{length:x}")
-
     # -- events ----------------------------------------------------------------------------
     def read_events(self, timeout: float | None = 0.0, max_events: int = _MAX_BATCH) -> list[events.Event]:
         """Read up to max_events pending events, waiting up to timeout seconds (None: forever).
