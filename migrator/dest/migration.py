@@ -86,20 +86,29 @@ class Migration:
         self._closing = threading.Lock()
         self.done = threading.Event()
         self._stop = threading.Event()
+        if backing.thp and guest_pid is None:
+            raise ValueError("the thp mode collapses in the guest's address space: "
+                             "it needs the guest's process id")
         self._memfd, self._uffd_fd = memfd, uffd_fd
-        self.alias = Mapping.shared(memfd, manifest.size, page_size=backing.memory_page_size)
-        self.plane = DataPlane(manifest, backing.granularity, self.alias, uffd_fd, guest_base,
-                               policy)
-        self.telemetry = Telemetry(self.plane, backing)
         self.guest_pid, self.guest_thp, self.guest_base = guest_pid, guest_thp, guest_base
         self.huge_mapped: dict | None = None  # the guest's huge mappings at the end
         self.collapser: Collapser | None = None
-        if backing.thp:
-            if guest_pid is None:
-                raise ValueError("the thp mode collapses in the guest's address space: "
-                                 "it needs the guest's process id")
-            self.collapser = Collapser(self.plane, guest_pid, guest_base, manifest.size,
-                                       backing.collapse_size, backing.metric_labels)
+        self.alias = Mapping.shared(memfd, manifest.size, page_size=backing.memory_page_size)
+        try:
+            self.plane = DataPlane(manifest, backing.granularity, self.alias, uffd_fd, guest_base,
+                                   policy)
+            try:
+                self.telemetry = Telemetry(self.plane, backing)
+                if backing.thp:
+                    self.collapser = Collapser(self.plane, guest_pid, guest_base, manifest.size,
+                                               backing.collapse_size, backing.metric_labels)
+            except BaseException:
+                self.plane.close()
+                raise
+        except BaseException:
+            # the guest's descriptors are its session's to close; what was made here goes
+            self.alias.close()
+            raise
         self._phase_lock = threading.Lock()
         self._paused_streams: set[str] = set()
         self.recoveries: list[Recovery] = []

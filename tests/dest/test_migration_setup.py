@@ -1,0 +1,50 @@
+"""A Migration that cannot be set up leaves nothing behind: its view of the guest's memory is
+unmapped and its C tables freed, and the guest's descriptors are left to the session that
+received them (it closes them when it refuses the guest)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from array import array
+
+import pytest
+
+from cffi_uffd import PAGE_SIZE, SIZE_2M, HgmDetection, Userfaultfd, memfd
+from migrator.dest.backing import choose
+from migrator.dest.migration import Migration, SourceEndpoint
+from migrator.protocol.manifest import DATA, Manifest, Region
+
+from helpers.thp import shmem_thp  # noqa: F401  (fixture)
+
+SIZE = 4 << 20
+NO_HGM = HgmDetection(False, "madvise(MADV_SPLIT)", "EINVAL: this kernel has no HGM")
+
+
+def _mappings_of(fd: int) -> list[str]:
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    with open("/proc/self/maps") as maps:
+        return [line for line in maps if line.rstrip().endswith(target)]
+
+
+def test_a_thp_migration_whose_guest_is_gone_unmaps_its_view_and_leaves_the_descriptors(
+        shmem_thp):  # noqa: F811
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    guest_pid = int(gone.stdout)  # exited and reaped: pidfd_open finds no such process
+    manifest = Manifest("img", [Region("ram", 0, SIZE)], array("Q", bytes(8 * (SIZE // PAGE_SIZE))),
+                        bytes([DATA]) * (SIZE // PAGE_SIZE))
+    mem = memfd("guest", SIZE)
+    uffd = Userfaultfd()
+    try:
+        with pytest.raises(ProcessLookupError):
+            Migration("s1", manifest, choose("thp", SIZE_2M, NO_HGM),
+                      SourceEndpoint("http://127.0.0.1:9", None), uffd.fd, mem, 0x7f0000000000,
+                      guest_pid=guest_pid)
+        assert _mappings_of(mem) == []
+        os.fstat(mem)  # still open: the session closes what the guest sent
+        os.fstat(uffd.fd)
+    finally:
+        os.close(mem)
+        uffd.close()
