@@ -18,6 +18,12 @@ class Pool:
     surplus: int
 
     @property
+    def persistent(self) -> int:
+        """The pool's own pages: what writing nr_hugepages sets. total (nr_hugepages as read)
+        also counts surplus pages, in use by a mapping after the pool was shrunk below them."""
+        return self.total - self.surplus
+
+    @property
     def available(self) -> int:
         """Free pages not already promised to a mapping (free_hugepages counts those too)."""
         return self.free - self.reserved
@@ -47,7 +53,8 @@ def pool(page_size: int) -> Pool:
 
 
 def set_total(page_size: int, count: int) -> int:
-    """Ask the kernel for count pages in the pool; returns how many it really has now."""
+    """Ask the kernel for count persistent pages in the pool (surplus pages still in use are
+    made persistent first); returns how many it really has now, surplus included."""
     path = _dir(page_size) / "nr_hugepages"
     try:
         path.write_text(str(count))

@@ -85,7 +85,9 @@ def reserve(page_size: int, count: int) -> dict:
             after = hugepages.pool(page_size)
     result["after"] = _state(after)
     result["got"] = min(count, _available(after))
-    result["added"] = after.total - before.total
+    # Persistent pages, not total: a surplus page in use when the pool was grown became one of
+    # the pool's own, and must be given back with what was allocated once its user lets go.
+    result["added"] = after.persistent - before.persistent
     result["ok"] = count == 0 or result["got"] > 0
     result["short"] = result["got"] < count
     result["hint"] = boot_hint(page_size, count) if result["short"] else None
@@ -97,7 +99,7 @@ def release(page_size: int, count: int | None = None) -> dict:
     before = hugepages.pool(page_size)
     give = _available(before) if count is None else min(count, _available(before))
     if give:
-        hugepages.set_total(page_size, before.total - give)
+        hugepages.set_total(page_size, before.persistent - give)
     after = hugepages.pool(page_size)
     return {"size": hugepage_label(page_size), "page_size": page_size,
             "asked": "all" if count is None else count, "before": _state(before),
@@ -116,4 +118,5 @@ def reserved(page_size: int, count: int) -> Iterator[int]:
         yield result["got"]
     finally:
         if result["added"] > 0:
-            hugepages.set_total(page_size, hugepages.pool(page_size).total - result["added"])
+            hugepages.set_total(page_size,
+                                max(0, hugepages.pool(page_size).persistent - result["added"]))

@@ -3,9 +3,11 @@ the length of a block, given back by exactly what was added."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from cffi_uffd import SIZE_2M
+from cffi_uffd import SIZE_2M, Mapping, memfd
 from migrator.host import hgm, pools
 
 from .clirun import sysfs_pool
@@ -48,3 +50,26 @@ def test_hgm_detection_borrows_a_huge_page_when_none_is_free_and_gives_it_back(p
     found = hgm.detect(SIZE_2M)
     assert found.present is False and "EINVAL" in found.detail, found
     assert sysfs_pool(SIZE_2M) == before
+
+
+def test_reserved_gives_back_a_page_still_in_use_when_the_last_user_let_go_of_the_pool(
+        pools_restored):
+    """A process that still maps a huge page when its pool is given back leaves that page as
+    surplus, counted in nr_hugepages; growing the pool meanwhile makes it persistent. Given back
+    by the persistent count, the block still leaves the pool as it found it once the page is
+    unmapped (it used to leave one free page behind)."""
+    pools.release(SIZE_2M)
+    found = sysfs_pool(SIZE_2M)
+    with pools.reserved(SIZE_2M, 1):
+        fd = memfd("held", SIZE_2M, SIZE_2M)
+        held = Mapping.shared(fd, SIZE_2M, page_size=SIZE_2M)
+        os.close(fd)  # the mapping keeps the page
+        held.view[0] = 1  # in use
+    try:
+        assert sysfs_pool(SIZE_2M)["total"] == found["total"] + 1  # surplus, still mapped
+        with pools.reserved(SIZE_2M, 2) as got:
+            assert got == 2
+            held.close()  # its user lets go inside the next block
+    finally:
+        held.close()
+    assert sysfs_pool(SIZE_2M)["total"] == found["total"]
