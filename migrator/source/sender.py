@@ -1,7 +1,9 @@
 """The Python face of the source's C page sender (migrator/_cffi_src/source_sender.c).
 
 A PageSender serves one upgraded stream in its own thread, with the GIL released: requests
-in, replies out straight from the image mapping. What it served is carried into the stream
+in, replies out straight from the image mapping. It owns the stream's descriptor: its thread
+closes it when serving ends, so the number is never closed under a sender still using it (a
+new connection may get that number at once, and would be read and written by the old sender). What it served is carried into the stream
 kind's and the session's Counters by fold(), whenever /v1/status or /metrics is asked and
 when the stream ends.
 """
@@ -47,6 +49,8 @@ class PageSender:
         self._folded = dict.fromkeys(_FOLDED, 0)
         self._injected = [0] * len(KINDS)
         self._lock = threading.Lock()
+        self._fd_lock = threading.Lock()  # fd is closed (-1) under it, and dup'ed under it
+        self._thread: threading.Thread | None = None
         self._latency = metrics.NativeHistogram(s.latency,
                                                 metrics.SOURCE_REQUEST_LATENCY.labels(kind))
 
@@ -54,20 +58,43 @@ class PageSender:
         """Serve in a new thread; done(rc) is called from it when the stream ends:
         0 the peer closed, -ETIMEDOUT half a request stalled, another -errno a failure."""
         def body() -> None:
-            rc = lib.src_serve(self._s)
+            try:
+                rc = lib.src_serve(self._s)
+            finally:
+                self._close()
             self.fold()
             done(rc)
 
-        threading.Thread(target=body, name=f"send-{self.kind}", daemon=True).start()
+        self._thread = threading.Thread(target=body, name=f"send-{self.kind}", daemon=True)
+        self._thread.start()
+
+    def _close(self) -> None:
+        with self._fd_lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
     def stop(self) -> None:
-        """Make the sender return soon (it looks at the flag at least every 200 ms)."""
+        """Make the sender return soon (it looks at the flag at least every 200 ms); its
+        thread closes the descriptor. One that never served is closed here."""
         self._s.stop = 1
-        try:
-            with socket.socket(fileno=os.dup(self.fd)) as s:
-                s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        if self._thread is None:
+            self._close()
+            return
+        with self._fd_lock:
+            if self.fd < 0:
+                return
+            try:
+                with socket.socket(fileno=os.dup(self.fd)) as s:
+                    s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the serving thread to end; True when it has (or never started)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
 
     def fold(self) -> None:
         """Carry what was served since the last fold into the counters and the histogram."""

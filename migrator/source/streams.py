@@ -163,9 +163,13 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
                                                        hdrs.UPGRADE: UPGRADE_TOKEN})
     await response.prepare(request)
     fd = await _sender_socket(transport, handover)
-    sender = PageSender(kind, fd, image.view, bytes(handover.received),
-                        [stats.endpoints[kind], getattr(record, kind)], FRAME_STALL_S,
-                        corruption, record.served_wrong)
+    try:
+        sender = PageSender(kind, fd, image.view, bytes(handover.received),
+                            [stats.endpoints[kind], getattr(record, kind)], FRAME_STALL_S,
+                            corruption, record.served_wrong)
+    except BaseException:
+        os.close(fd)
+        raise
     ended: asyncio.Future = loop.create_future()
     registry.add(sender)
     stats.senders.add(sender)
@@ -191,8 +195,7 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
             transport.close()
     finally:
         if not ended.done():
-            sender.stop()
-        os.close(fd)
+            sender.stop()  # its thread closes fd when it returns
         registry.discard(sender)
         stats.senders.discard(sender)
         stats.streams_open[kind] -= 1

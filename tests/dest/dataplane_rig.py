@@ -127,6 +127,7 @@ class Rig:
                                self.guest.address, self.policy)
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
+        self._senders: list[PageSender] = []  # they own their sockets
         self.results: dict[str, int] = {}
 
     # -- sources -------------------------------------------------------------------------------
@@ -136,8 +137,9 @@ class Rig:
         return ours, theirs
 
     def real_source(self, sock: socket.socket) -> PageSender:
-        sender = PageSender("test", sock.fileno(), memoryview(self.image), b"", [Counters()], 10.0)
-        self._sockets.append(sock)
+        sender = PageSender("test", sock.detach(), memoryview(self.image), b"", [Counters()],
+                            10.0)
+        self._senders.append(sender)
         sender.serve(lambda rc: None)
         return sender
 
@@ -188,6 +190,9 @@ class Rig:
         if self.fd < 0:
             return
         self.let_vcpus_go()
+        for sender in self._senders:
+            sender.stop()
+            assert sender.join(5), "a source sender did not stop"
         for s in self._sockets:
             s.close()
         self.plane.close()

@@ -97,7 +97,7 @@ def test_sixteen_vcpus_on_one_page_make_one_request_and_all_resume(rig):
 def test_the_background_loop_fills_every_page_and_completes(rig):
     r = rig(chunk_bytes=64 << 10, window=3)
     r.loop_against_real_source("background").join(timeout=30)
-    assert r.results["background"] == DONE and r.plane.complete
+    assert r.results["background"] == DONE and r.plane.complete, r.plane.error
     bg = r.plane.counters("background")
     assert bg.verified_pages == PAGES and bg.pages == PAGES
     assert bg.bytes == PAGE_SIZE * r.manifest.kinds.count(0)  # zero pages never travel
@@ -166,7 +166,7 @@ def test_an_install_over_a_page_mapped_already_skips_it_with_eexist(rig):
     r.alias.view[page * PAGE_SIZE:(page + 1) * PAGE_SIZE] = r.image_page(page)
     r.uffd.continue_(r.guest.address + page * PAGE_SIZE, PAGE_SIZE)  # a racing resolver
     r.loop_against_real_source("background").join(timeout=30)
-    assert r.results["background"] == DONE and r.plane.complete
+    assert r.results["background"] == DONE and r.plane.complete, r.plane.error
     assert r.plane.counters("background").eexist == 1
     assert bytes(r.guest.view) == r.image
 
@@ -229,7 +229,7 @@ def test_a_link_cut_mid_chunk_gives_the_claims_back_and_a_new_link_completes(rig
     assert states.count(BACKGROUND) == 0  # nothing left claimed, nothing half-installed
     assert 0 < states.count(PRESENT) < PAGES and states.count(ABSENT) > 0
     r.loop_against_real_source("background").join(timeout=30)
-    assert r.results["background"] == DONE and r.plane.complete
+    assert r.results["background"] == DONE and r.plane.complete, r.plane.error
     assert bytes(r.guest.view) == r.image
 
 
@@ -251,7 +251,7 @@ def test_the_bandwidth_cap_holds_the_background_pull_to_its_rate(rig):
     began = time.monotonic()
     r.loop_against_real_source("background").join(timeout=30)
     took = time.monotonic() - began
-    assert r.results["background"] == DONE and r.plane.complete
+    assert r.results["background"] == DONE and r.plane.complete, r.plane.error
     # the cap is on what travels, the data pages: the last chunk may start when all but it
     # have had their time at 4 MiB/s
     data = sum(1 for k in r.manifest.kinds if k == 0) * PAGE_SIZE
