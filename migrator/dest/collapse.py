@@ -56,8 +56,17 @@ class Collapser:
         self.seconds: list[float] = []
         self.done_ranges = 0
         self.pidfd = os.pidfd_open(guest_pid)
-        self.wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        plane.queue_complete_ranges(range_bytes, self.wakeup)
+        try:
+            self.wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        except OSError:
+            os.close(self.pidfd)
+            raise
+        try:
+            plane.queue_complete_ranges(range_bytes, self.wakeup)
+        except BaseException:
+            os.close(self.wakeup)
+            os.close(self.pidfd)
+            raise
         self._stop = threading.Event()
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="collapse", daemon=True)

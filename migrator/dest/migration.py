@@ -8,6 +8,7 @@ from the loops' counters, decides the phase, and answers /v1/status.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -93,30 +94,31 @@ class Migration:
         self.guest_pid, self.guest_thp, self.guest_base = guest_pid, guest_thp, guest_base
         self.huge_mapped: dict | None = None  # the guest's huge mappings at the end
         self.collapser: Collapser | None = None
-        self.alias = Mapping.shared(memfd, manifest.size, page_size=backing.memory_page_size)
-        try:
-            self.plane = DataPlane(manifest, backing.granularity, self.alias, uffd_fd, guest_base,
-                                   policy)
-            try:
-                self.telemetry = Telemetry(self.plane, backing)
-                if backing.thp:
-                    self.collapser = Collapser(self.plane, guest_pid, guest_base, manifest.size,
-                                               backing.collapse_size, backing.metric_labels)
-            except BaseException:
-                self.plane.close()
-                raise
-        except BaseException:
-            # the guest's descriptors are its session's to close; what was made here goes
-            self.alias.close()
-            raise
         self._phase_lock = threading.Lock()
         self._paused_streams: set[str] = set()
         self.recoveries: list[Recovery] = []
-        self._streams = [
-            SourceStream(source, name, session, manifest.image_id, resume_deadline,
-                         backing.metric_labels, self._pause, self._resume, self._stop)
-            for name in ("urgent", "background")
-        ]
+        self._streams: list[SourceStream] = []
+        # What is made here goes again if a later step fails (the source unreachable, a thp
+        # guest gone); the guest's descriptors are its session's to close.
+        with contextlib.ExitStack() as made:
+            self.alias = Mapping.shared(memfd, manifest.size,
+                                        page_size=backing.memory_page_size)
+            made.callback(self.alias.close)
+            self.plane = DataPlane(manifest, backing.granularity, self.alias, uffd_fd,
+                                   guest_base, policy)
+            made.callback(self.plane.close)
+            self.telemetry = Telemetry(self.plane, backing)
+            if backing.thp:
+                self.collapser = Collapser(self.plane, guest_pid, guest_base, manifest.size,
+                                           backing.collapse_size, backing.metric_labels)
+                made.callback(self.collapser.stop)
+            for name in ("urgent", "background"):  # each connects to the source
+                stream = SourceStream(source, name, session, manifest.image_id,
+                                      resume_deadline, backing.metric_labels, self._pause,
+                                      self._resume, self._stop)
+                self._streams.append(stream)
+                made.callback(stream.close)
+            made.pop_all()  # all made: close() takes them over
         self._threads = [
             threading.Thread(target=self._guard, args=(self._faults,), name=f"faults-{session}",
                              daemon=True),

@@ -50,8 +50,8 @@ def snapshot() -> dict[str, dict]:
 
 
 def _state(pool: hugepages.Pool) -> dict:
-    return {"total": pool.total, "free": pool.free, "reserved": pool.reserved,
-            "available": _available(pool)}
+    return {"total": pool.total, "surplus": pool.surplus, "free": pool.free,
+            "reserved": pool.reserved, "available": _available(pool)}
 
 
 def _compact() -> bool:

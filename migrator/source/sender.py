@@ -3,9 +3,9 @@
 A PageSender serves one upgraded stream in its own thread, with the GIL released: requests
 in, replies out straight from the image mapping. It owns the stream's descriptor: its thread
 closes it when serving ends, so the number is never closed under a sender still using it (a
-new connection may get that number at once, and would be read and written by the old sender). What it served is carried into the stream
-kind's and the session's Counters by fold(), whenever /v1/status or /metrics is asked and
-when the stream ends.
+new connection may get that number at once, and would be read and written by the old sender).
+What it served is carried into the stream kind's and the session's Counters by fold(), whenever
+/v1/status or /metrics is asked and when the stream ends.
 """
 
 from __future__ import annotations
@@ -65,14 +65,17 @@ class PageSender:
             self.fold()
             done(rc)
 
-        self._thread = threading.Thread(target=body, name=f"send-{self.kind}", daemon=True)
-        self._thread.start()
+        if self._thread is not None or self.fd < 0:
+            raise RuntimeError(f"the {self.kind} sender has served or was stopped already")
+        thread = threading.Thread(target=body, name=f"send-{self.kind}", daemon=True)
+        thread.start()
+        self._thread = thread  # only once started: until then stop() closes fd itself
 
     def _close(self) -> None:
         with self._fd_lock:
             if self.fd >= 0:
                 os.close(self.fd)
-                self.fd = -1
+                self.fd = self._s.fd = -1
 
     def stop(self) -> None:
         """Make the sender return soon (it looks at the flag at least every 200 ms); its

@@ -106,7 +106,8 @@ class _RelayEnd(asyncio.Protocol):
 
 async def _sender_socket(transport: asyncio.Transport, handover: Handover) -> int:
     """A socket for the sender: a duplicate of the connection's, or over TLS one end of a
-    pair whose other end the event loop relays. Returns its file descriptor (ours to close)."""
+    pair whose other end the event loop relays. Returns its file descriptor, for a PageSender to
+    own (it closes it)."""
     if transport.get_extra_info("sslcontext") is None:
         transport.pause_reading()
         while transport.get_write_buffer_size():  # the 101 must be out before the sender writes

@@ -20,7 +20,8 @@ def test_set_total_grows_the_pool_by_what_the_kernel_gives_and_back(page_size):
         assert got == during.total == before.total + 1
         assert during.available == before.available + 1
     finally:
-        assert hugepages.set_total(page_size, before.total) == before.total
+        hugepages.set_total(page_size, before.persistent)
+        assert hugepages.pool(page_size).persistent == before.persistent
 
 
 def test_an_unknown_page_size_is_a_clear_error():

@@ -137,8 +137,9 @@ class Rig:
         return ours, theirs
 
     def real_source(self, sock: socket.socket) -> PageSender:
-        sender = PageSender("test", sock.detach(), memoryview(self.image), b"", [Counters()],
+        sender = PageSender("test", sock.fileno(), memoryview(self.image), b"", [Counters()],
                             10.0)
+        sock.detach()  # the sender owns it now
         self._senders.append(sender)
         sender.serve(lambda rc: None)
         return sender
@@ -192,7 +193,7 @@ class Rig:
         self.let_vcpus_go()
         for sender in self._senders:
             sender.stop()
-            assert sender.join(5), "a source sender did not stop"
+        stuck = [sender for sender in self._senders if not sender.join(5)]
         for s in self._sockets:
             s.close()
         self.plane.close()
@@ -200,6 +201,7 @@ class Rig:
         self.alias.close()
         os.close(self.fd)
         self.fd = -1
+        assert not stuck, f"{len(stuck)} source sender(s) did not stop"
 
 
 def word(data: bytes, offset: int = 0) -> int:

@@ -1,10 +1,11 @@
 """A Migration that cannot be set up leaves nothing behind: its view of the guest's memory is
-unmapped and its C tables freed, and the guest's descriptors are left to the session that
-received them (it closes them when it refuses the guest)."""
+unmapped, its C tables freed and its streams closed, and the guest's descriptors are left to the
+session that received them (it closes them when it refuses the guest)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from array import array
@@ -23,9 +24,39 @@ NO_HGM = HgmDetection(False, "madvise(MADV_SPLIT)", "EINVAL: this kernel has no 
 
 
 def _mappings_of(fd: int) -> list[str]:
-    target = os.readlink(f"/proc/self/fd/{fd}")
+    """Lines of /proc/self/maps that map fd's file (by its inode, not its name)."""
+    inode = os.fstat(fd).st_ino
     with open("/proc/self/maps") as maps:
-        return [line for line in maps if line.rstrip().endswith(target)]
+        return [line for line in maps if int(line.split()[4]) == inode]
+
+
+def _manifest() -> Manifest:
+    return Manifest("img", [Region("ram", 0, SIZE)], array("Q", bytes(8 * (SIZE // PAGE_SIZE))),
+                    bytes([DATA]) * (SIZE // PAGE_SIZE))
+
+
+@pytest.fixture
+def refusing_source():
+    """A loopback port bound but not listening: a connection to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield SourceEndpoint(f"http://127.0.0.1:{s.getsockname()[1]}", None)
+
+
+def test_a_migration_whose_source_refuses_the_connection_unmaps_its_view_and_frees_its_tables(
+        refusing_source):
+    mem = memfd("guest", SIZE)
+    uffd = Userfaultfd()
+    try:
+        with pytest.raises(OSError):
+            Migration("s1", _manifest(), choose("hgm", SIZE_2M, NO_HGM), refusing_source,
+                      uffd.fd, mem, 0x7f0000000000)
+        assert _mappings_of(mem) == []
+        os.fstat(mem)  # still open: the session closes what the guest sent
+        os.fstat(uffd.fd)
+    finally:
+        os.close(mem)
+        uffd.close()
 
 
 def test_a_thp_migration_whose_guest_is_gone_unmaps_its_view_and_leaves_the_descriptors(
@@ -33,13 +64,11 @@ def test_a_thp_migration_whose_guest_is_gone_unmaps_its_view_and_leaves_the_desc
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     guest_pid = int(gone.stdout)  # exited and reaped: pidfd_open finds no such process
-    manifest = Manifest("img", [Region("ram", 0, SIZE)], array("Q", bytes(8 * (SIZE // PAGE_SIZE))),
-                        bytes([DATA]) * (SIZE // PAGE_SIZE))
     mem = memfd("guest", SIZE)
     uffd = Userfaultfd()
     try:
         with pytest.raises(ProcessLookupError):
-            Migration("s1", manifest, choose("thp", SIZE_2M, NO_HGM),
+            Migration("s1", _manifest(), choose("thp", SIZE_2M, NO_HGM),
                       SourceEndpoint("http://127.0.0.1:9", None), uffd.fd, mem, 0x7f0000000000,
                       guest_pid=guest_pid)
         assert _mappings_of(mem) == []

@@ -18,8 +18,12 @@ def root() -> None:
 
 @pytest.fixture
 def pools_restored(root) -> Iterator[Callable[[int], dict[str, int]]]:
-    """Leaves nr_hugepages of every size as the test found it."""
-    found = {d: (d / "nr_hugepages").read_text() for d in SYSFS.glob("hugepages-*kB")}
+    """Leaves every pool's own (persistent) pages as the test found them. nr_hugepages as read
+    also counts surplus pages (in use after a pool shrank below them): writing that back would
+    make them the pool's own."""
+    read = lambda d, name: int((d / name).read_text())  # noqa: E731
+    found = {d: read(d, "nr_hugepages") - read(d, "surplus_hugepages")
+             for d in SYSFS.glob("hugepages-*kB")}
     yield sysfs_pool
-    for d, text in found.items():
-        (d / "nr_hugepages").write_text(text)
+    for d, persistent in found.items():
+        (d / "nr_hugepages").write_text(str(persistent))
