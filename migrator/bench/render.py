@@ -40,10 +40,11 @@ def text(result: dict) -> str:
         lines.append(f"{key:12} {f['value']:8.3f}  {goal:9} {met:4} "
                      f"{_quantity(f['figure'], f['unit']):>12} "
                      f"{_quantity(f.get('reference'), f['unit']):>12}")
-    floor = result["stall_ratio_floor"]
-    lines.append(f"STALL_RATIO at this host's floor: "
-                 + (f"{floor['value']:.3f} ({floor['what']})" if "value" in floor
-                    else f"- ({floor['refused']})"))
+    at_ref = result.get("stall_ratio_at_ref_fault")
+    if at_ref is not None:  # not in the bench.json of older versions
+        lines.append("STALL_RATIO at ref-fault's pace: "
+                     + (f"{at_ref['value']:.3f} ({at_ref['what']})" if "value" in at_ref
+                        else f"- ({at_ref['refused']})"))
     return "\n".join(lines)
 
 
