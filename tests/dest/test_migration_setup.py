@@ -43,37 +43,32 @@ def refusing_source():
         yield SourceEndpoint(f"http://127.0.0.1:{s.getsockname()[1]}", None)
 
 
-def test_a_migration_whose_source_refuses_the_connection_unmaps_its_view_and_frees_its_tables(
-        refusing_source):
+def _refused(error: type[BaseException], mode: str, source: SourceEndpoint, **kw) -> None:
+    """Set up a Migration of a real memfd and userfaultfd that fails with error; then nothing
+    maps the memfd, and both descriptors are still open (the session closes what the guest
+    sent)."""
     mem = memfd("guest", SIZE)
     uffd = Userfaultfd()
     try:
-        with pytest.raises(OSError):
-            Migration("s1", _manifest(), choose("hgm", SIZE_2M, NO_HGM), refusing_source,
-                      uffd.fd, mem, 0x7f0000000000)
+        with pytest.raises(error):
+            Migration("s1", _manifest(), choose(mode, SIZE_2M, NO_HGM), source, uffd.fd, mem,
+                      0x7f0000000000, **kw)
         assert _mappings_of(mem) == []
-        os.fstat(mem)  # still open: the session closes what the guest sent
+        os.fstat(mem)
         os.fstat(uffd.fd)
     finally:
         os.close(mem)
         uffd.close()
+
+
+def test_a_migration_whose_source_refuses_the_connection_unmaps_its_view_and_frees_its_tables(
+        refusing_source):
+    _refused(OSError, "hgm", refusing_source)
 
 
 def test_a_thp_migration_whose_guest_is_gone_unmaps_its_view_and_leaves_the_descriptors(
-        shmem_thp):  # noqa: F811
+        shmem_thp, refusing_source):  # noqa: F811
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     guest_pid = int(gone.stdout)  # exited and reaped: pidfd_open finds no such process
-    mem = memfd("guest", SIZE)
-    uffd = Userfaultfd()
-    try:
-        with pytest.raises(ProcessLookupError):
-            Migration("s1", _manifest(), choose("thp", SIZE_2M, NO_HGM),
-                      SourceEndpoint("http://127.0.0.1:9", None), uffd.fd, mem, 0x7f0000000000,
-                      guest_pid=guest_pid)
-        assert _mappings_of(mem) == []
-        os.fstat(mem)  # still open: the session closes what the guest sent
-        os.fstat(uffd.fd)
-    finally:
-        os.close(mem)
-        uffd.close()
+    _refused(ProcessLookupError, "thp", refusing_source, guest_pid=guest_pid)
