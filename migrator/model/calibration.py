@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ..errors import MigratorError
+from ..protocol import PAGE_SIZE
 from ..report.samples import read_samples
 
 
@@ -165,6 +166,12 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
             # install; its queueing behind other faults is the model's own (the stages'
             # queue and network include it, so they are not its cost)
             out["modes"][mode]["fault_like"] = "hgm" if "hgm" in four_k else four_k[0]
+    for mode in modes:
+        out["modes"][mode]["pull_first"] = fit_pull_first(
+            [m for _, r in runs for m in r["modes"] if m["mode"] == mode],
+            [r["config"] for _, r in runs for m in r["modes"] if m["mode"] == mode])
+    out["fault_shares"] = fit_fault_shares([m for _, r in runs for m in r["modes"]
+                                            if m.get("granularity_bytes", 4096) == 4096])
     from ..dest.migration import _WATCH_S
 
     out["completion_tick"] = fit_completion_tick(
@@ -172,6 +179,55 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
     for regime in ("idle", "busy"):
         out["regimes"][regime]["background_c"] = _fit_c(bg_c[regime], out["regimes"][regime])
     return out
+
+
+def first_window_bytes(config: dict, granularity: int) -> int:
+    """The data bytes of the pull's first window: its `window` jobs of a chunk each (at least a
+    granule), claimed from granule 0 of the image."""
+    from ..model import workload
+
+    policy = config.get("background_policy") or {}
+    pages = config["memory_bytes"] // PAGE_SIZE
+    per_job = max(1, (policy.get("chunk_bytes") or 4 << 20) // granularity)
+    data = workload.data_pages_per_granule(workload.zero_map(pages, config["seed"]), pages,
+                                           granularity // PAGE_SIZE)
+    first = per_job * (policy.get("window") or 2)
+    return sum(data[g % len(data)] for g in range(min(first, pages * PAGE_SIZE // granularity))) * PAGE_SIZE
+
+
+def fit_pull_first(modes: list[dict], configs: list[dict]) -> bool:
+    """Whether the pull's first window leaves before the vCPUs' first fault is read. The pull
+    starts with the migration, its zero sweep first; the vCPUs start on the guest's hand-over
+    answer. With whole huge pages the sweep has next to nothing to check and the pull wins
+    (its first window's bytes travel in the background); with 4 KiB granules the sweep checks
+    every zero page and the first faults come first (none waits on the pull). Measured: most
+    calibration runs of the mode carry the first window's bytes in the background. A 4 KiB
+    mode's whole pull is background, so there the faults' waits on the pull tell it."""
+    votes = []
+    for m, c in zip(modes, configs):
+        g = m.get("granularity_bytes", PAGE_SIZE)
+        if g == PAGE_SIZE:
+            votes.append(m.get("faults_waited_on_background", 0) > 0.05 * max(1, m["faults"]))
+        else:
+            votes.append(m["bytes_background"] >= first_window_bytes(c, g))
+    return bool(votes) and sum(votes) > len(votes) / 2
+
+
+def fit_fault_shares(modes: list[dict]) -> dict:
+    """Where a 4 KiB fault's cost (its stall less the network and the receive) falls, from
+    the median fault's anatomy: before the fault loop reads it (queue) and after the reply's
+    last byte (verify, install, wake). The pull stands back from the read until the last byte
+    (the C loop's in_flight), so these bound the moments it may step in between faults."""
+    read, after = [], []
+    for m in modes:
+        f = (m.get("fault_stages") or {}).get("median_fault") or {}
+        cost = sum(f.get(k) or 0.0 for k in ("queue", "request", "verify", "install", "wake"))
+        if cost > 0:
+            read.append(f["queue"] / cost)
+            after.append(sum(f.get(k) or 0.0 for k in ("verify", "install", "wake")) / cost)
+    if not read:
+        return {"read": 0.0, "after": 0.0}
+    return {"read": statistics.median(read), "after": statistics.median(after)}
 
 
 def fit_completion_tick(durations: list[float], tick: float) -> dict:

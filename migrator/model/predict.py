@@ -108,6 +108,8 @@ def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | Non
         cost = sim.FaultCost([(qi, _mix(a, b, w)) for (qi, a), (_, b) in
                               zip(base["cost_idle"], base["cost_busy"])])
         cost.per_byte = work
+    shares = cal.get("fault_shares") or {}
+    cost.read_share, cost.after_share = shares.get("read", 0.0), shares.get("after", 0.0)
     pages = q.memory // PAGE_SIZE
     if sequences is None:
         sequences = workload.sequences(q.pattern, pages, q.vcpus, q.accesses, q.seed, q.trace)
@@ -118,6 +120,7 @@ def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | Non
                     background_cap=q.background_cap, window=q.background_window,
                     zero_check_per_byte=_zero_check(cal, w),
                     startup=_mix(mc.get("startup_idle"), mc.get("startup_busy"), w), seed=q.seed,
+                    pull_first=bool(mc.get("pull_first")),
                     **_tick(cal))
 
 

@@ -39,10 +39,12 @@ from ..dest.migration import _WATCH_S as COMPLETION_TICK_S
 from ..protocol import PAGE_SIZE
 from ..quantiles import summarize
 from . import workload
+from .bottleneck import Bottleneck
 
 ACCESS_SECONDS = 1e-7  # a resident access, as the guest's touch loop measures one
 STALL_THRESHOLD = 5e-6  # the guest's: slower accesses are stalls
-STAND_BACK_SECONDS = 0.5e-3
+STAND_BACK_SECONDS = 0.5e-3  # the C loop's PREEMPT_QUIET_NS: a fault read this recently holds it
+PREEMPT_POLL_SECONDS = 1e-3  # how often the standing-back pull looks again (PREEMPT_POLL_MS)
 # The destination starts its loops (the zero sweep, then the pull) and then answers the guest's
 # hand-over; the guest starts its vCPUs on that answer, an estimated VCPU_START_SECONDS later
 # (not calibrated), or as the sweep ends if that is sooner. The measured runs put the first
@@ -62,7 +64,7 @@ class Link:
     urgent_rate: float  # bytes/s the urgent stream achieves
     background_rate: float  # bytes/s the background pull achieves
     burst: int = 0  # bytes a reply may take from a full token bucket without waiting
-    rate: float = 0.0  # bytes/s of the link itself (shared by both streams); 0: urgent_rate
+    rate: float = 0.0  # bytes/s of the link itself (shared by both streams); 0: no shared limit
     queue: float = 0.0  # seconds of traffic the shaper queues (tbf's latency); 0: no shaper
 
 
@@ -71,6 +73,10 @@ class FaultCost:
     """Seconds a fault costs besides its round trip and its bytes: quantiles to draw from."""
     quantiles: list[tuple[float, float]]  # (q, seconds), q from 0 to 1, rising
     per_byte: float = 0.0  # seconds per data byte of the granule: verify and install
+    # where the cost falls (the fault anatomy's stages): before the fault loop reads the fault
+    # (queue), and after the reply's last byte (verify, install, wake); the rest between
+    read_share: float = 0.0
+    after_share: float = 0.0
 
     def draw(self, rng: random.Random) -> float:
         u = rng.random()
@@ -100,6 +106,7 @@ class Case:
     window: int = 2  # the pull's chunks in flight
     zero_check_per_byte: float = 0.0  # seconds the zero sweep spends per byte it checks
     startup: float = 0.0
+    pull_first: bool = False  # the pull's first window leaves before the first fault is read
     seed: int = 0
     tick_period: float = COMPLETION_TICK_S  # the destination's completion checks: offset + k * period
     tick_offset: float = 0.0
@@ -150,11 +157,13 @@ class _Migration:
         self.pull_waiters = 0
         self.pull_stream = simpy.Resource(self.env, capacity=1)  # its own stream, in order
         self.stream = simpy.Resource(self.env, capacity=1)  # the urgent stream, in order
-        self.urgent_busy = 0
-        self.last_fault = -1.0
-        self.urgent_bytes_total = 0
+        self.urgent_busy = 0  # requests sent, their reply's last byte not yet in (C: in_flight)
+        self.last_fault = -1.0  # when the fault loop last read a fault (C: last_fault_ns)
+        link = case.link
+        self.link = Bottleneck(self.env, link.rate or link.urgent_rate + link.background_rate)
         self.out = Outcome()
         self.vcpus_start = self.env.event()  # at VCPU_START_SECONDS, or the sweep's end
+        self.first_read = self.env.event()  # the fault loop reads its first fault
         self.env.timeout(VCPU_START_SECONDS).callbacks.append(lambda _: self._start_vcpus())
         self.stands_back = case.vcpus >= case.host_cpus
         self.bg_rate = case.link.background_rate
@@ -193,8 +202,6 @@ class _Migration:
                     done = env.event()
                     self.in_flight[g] = done
                     state[g] = FETCHING
-                    self.urgent_busy += 1  # as the fault is read: the pull stands back from now
-                    self.last_fault = env.now
                     self.cursor = g + 1 if g + 1 < self.granules else 0
                     env.process(self.fetch(g, done))
                     yield done
@@ -206,29 +213,37 @@ class _Migration:
         self.out.vcpu_run = max(self.out.vcpu_run, env.now)
 
     def fetch(self, g: int, done: simpy.Event):
-        env, link = self.env, self.c.link
-        read = env.now
+        """As the C fault loop: the fault is read (the pull stands back from then), its
+        request sent, its reply received in order on the urgent stream (the request counts
+        as in flight until the reply's last byte), then verified, installed, the vCPU woken."""
+        env, link, cost = self.env, self.c.link, self.c.cost
+        touched = env.now
         nbytes = self._bytes(g)
-        overhead = self.c.cost.draw(self.rng) + nbytes * self.c.cost.per_byte
+        overhead = cost.draw(self.rng)
+        yield env.timeout(overhead * cost.read_share)
+        self.last_fault = env.now
+        if not self.first_read.triggered:
+            self.first_read.succeed()
+        after = overhead * cost.after_share + nbytes * cost.per_byte
         if not nbytes:  # a zero granule: checked and mapped, no request
-            yield env.timeout(overhead)
-            self._resolved(g, read, done)
+            yield env.timeout(overhead * (1 - cost.read_share - cost.after_share) + after)
+            self._resolved(g, touched, done)
             return
-        yield env.timeout(overhead + link.rtt)
-        if link.queue and self.pull_stream.count:
+        self.urgent_busy += 1
+        yield env.timeout(overhead * (1 - cost.read_share - cost.after_share) + link.rtt)
+        if link.queue and self.link.sending("pull"):
             # the pull's chunk fills the shaper's queue: the reply waits behind all of it
             yield env.timeout(link.queue)
         with self.stream.request() as turn:
             yield turn
-            yield env.timeout(max(0, nbytes - link.burst) / link.urgent_rate)
-        self.urgent_bytes_total += nbytes
+            yield self.link.send("urgent", max(0, nbytes - link.burst), link.urgent_rate)
+        self.urgent_busy -= 1
         self.out.bytes_urgent += nbytes
-        self._resolved(g, read, done)
+        yield env.timeout(after)
+        self._resolved(g, touched, done)
 
     def _resolved(self, g: int, read: float, done: simpy.Event) -> None:
         self.state[g] = PRESENT
-        self.urgent_busy -= 1
-        self.last_fault = self.env.now
         del self.in_flight[g]
         self.out.fault_latency.append(self.env.now - read)
         done.succeed()
@@ -266,11 +281,9 @@ class _Migration:
         nbytes = int(claimed * per * PAGE_SIZE)
         with self.pull_stream.request() as turn:
             yield turn
-            before = self.urgent_bytes_total
-            yield env.timeout(nbytes / self.bg_rate)
-            shared = self.urgent_bytes_total - before  # urgent bytes took the link meanwhile
-            if shared:
-                yield env.timeout(shared / (self.c.link.rate or self.c.link.urgent_rate))
+            if env.now < self.c.startup:  # the first chunk's bytes wait for the stream's set-up
+                yield env.timeout(self.c.startup - env.now)
+            yield self.link.send("pull", nbytes, self.bg_rate)
         self.out.bytes_background += nbytes
         self.state[lo:hi] = self.state[lo:hi].replace(_PULLING_BYTE, _PRESENT_BYTE)
         self.claims.remove((lo, hi, done))
@@ -281,17 +294,20 @@ class _Migration:
         total = self._data_below(self.granules) * PAGE_SIZE
         step = max(1, max(self.c.chunk, int(total / BG_STEPS)) // self.c.granule)
         yield from self._zero_sweep(step)
-        self._start_vcpus()  # if the sweep ended first; their first faults come before the pull's
-        yield env.timeout(0)  # first claim (they run first at this instant)
-        # the data pull's first chunk waits for its stream and set-up: the calibrated start-up
-        # (fitted to the calibration runs' migration times)
-        yield env.timeout(self.c.startup)
+        if not self.c.pull_first:
+            # the sweep outlasts the vCPUs' start (4 KiB granules: it checks every zero page):
+            # their first faults are read before the pull's first claim
+            self._start_vcpus()
+            yield self.first_read | env.timeout(VCPU_START_SECONDS)
+        # else (whole huge pages, calibration.fit_pull_first) the pull claims its first window
+        # before the vCPUs start. Its bytes wait for the calibrated start-up (its stream's
+        # set-up, fitted to the calibration runs' migration times).
         while True:
             if len(self.claims) >= self.c.window:
                 yield env.any_of([ev for _, _, ev in self.claims])
                 continue
             if self._preempted():
-                yield env.timeout(STAND_BACK_SECONDS)
+                yield env.timeout(PREEMPT_POLL_SECONDS)
                 continue
             run = self._claim_run(step)
             if run is None:
@@ -312,7 +328,7 @@ class _Migration:
         first = state.find(ZERO)
         while first >= 0:
             if self._preempted():
-                yield env.timeout(STAND_BACK_SECONDS)
+                yield env.timeout(PREEMPT_POLL_SECONDS)
                 first = state.find(ZERO, first)
                 if first < 0:
                     first = state.find(ZERO)
