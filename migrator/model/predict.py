@@ -100,6 +100,10 @@ def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | Non
     if mc.get("urgent_c_idle") is not None:
         link.urgent_rate = stream_rate(cal, link.urgent_rate, w, mc.get("urgent_c_idle"),
                                        mc.get("urgent_c_busy"))
+    if not q.bandwidth:
+        # unshaped, this host's CPUs are the ceiling, not the path: both streams together move
+        # no more than the faster one alone (the probe's single stream is no bound for them)
+        link.rate = max(link.urgent_rate, link.background_rate)
     cost = sim.FaultCost([(qi, _mix(a, b, w)) for (qi, a), (_, b) in
                           zip(mc["cost_idle"], mc["cost_busy"])])
     if mc.get("fault_like") in cal["modes"]:  # a 4 KiB fault's cost, plus the granule's work
