@@ -5,18 +5,21 @@ Processes:
   ACCESS_SECONDS (runs of them are one timeout: pages are aggregated into runs between faults);
   an access to an absent granule is a fault, or a wait on the fault or background chunk that
   already carries it;
-- one per urgent fetch: the fault's overhead (queue, request, verify, install, wake: from the
-  calibration), one round trip, and the granule's data bytes on the urgent stream, which
-  replies in order (a FIFO resource: faults queue behind each other's transfers); on a shaped
-  link a reply sent while a chunk of the pull is on the wire waits behind the shaper's full
-  queue (tbf's latency: TCP fills it);
+- one per urgent fetch, as the C fault loop: the fault is read (its queue stage), its request
+  sent, one round trip, the granule's data bytes on the urgent stream, which replies in order
+  (a FIFO resource: faults queue behind each other's transfers), then verify, install, wake
+  (the calibrated cost, split by the fault anatomy's stages); on a shaped link a reply sent
+  while a chunk of the pull is on the wire waits behind the shaper's full queue (tbf's
+  latency: TCP fills it);
 - the background pull: after the zero sweep (every zero granule checked and mapped, no bytes
   on the wire; a fault on one before it is a check and a CONTINUE, no request) it walks the
-  memory in steps (a chunk, or 1/BG_STEPS of the memory when that is larger),
-  skipping what faults fetched; each step's bytes at the background rate, plus the urgent
-  bytes that crossed the link meanwhile. It stands back while a fault is in flight or came
-  less than STAND_BACK_SECONDS ago when the guest's vCPUs fill the host's CPUs, as the
-  destination does (dest/dataplane.py).
+  memory in steps (a chunk, or 1/BG_STEPS of the memory when that is larger), skipping what
+  faults fetched, `window` steps in flight. It stands back, as the C loop does
+  (dest_background.c), while a fault's request is in flight (from its read to its reply's
+  last byte) or a fault was read less than STAND_BACK_SECONDS ago, when the guest's vCPUs
+  fill the host's CPUs, and looks again every PREEMPT_POLL_SECONDS.
+Both streams' bytes cross one bottleneck (bottleneck.py): the shaped link, or unshaped this
+host's CPUs, shared max-min fair while both send, each at most at its own calibrated rate.
 
 The data pull's first chunk waits for the calibrated start-up (its stream and set-up, fitted to
 the calibration runs' migration times). The migration ends when the last granule is present,
@@ -54,6 +57,9 @@ PREEMPT_POLL_SECONDS = 1e-3  # how often the standing-back pull looks again (PRE
 # chunks before any fault, and faults then queued behind whole 4 MiB chunks (stall p99 25-45
 # times the measured, a third of the faults missing); a start at the hand-over left the sweep
 # standing back, and a quarter of the faults on zero granules.
+# With whole huge pages the sweep has next to nothing to check, and the pull's first window
+# leaves before the vCPUs start (its bytes travel in the background in the calibration runs:
+# Case.pull_first, calibration.fit_pull_first); the first faults then share the link with it.
 VCPU_START_SECONDS = 1e-3
 BG_STEPS = 4000
 
