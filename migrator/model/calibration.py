@@ -85,7 +85,7 @@ def _fit_c(pairs: list[tuple[float, float]], regime: dict) -> float:
     the regime's median link (a run's own link probe is noisy, and unshaped no ceiling)."""
     if not pairs:
         return 0.0
-    return _c(statistics.median(a for a, _ in pairs), regime["link_bytes_per_second"])
+    return _c(max(a for a, _ in pairs), regime["link_bytes_per_second"])
 
 
 def fit(runs: list[tuple[Path, dict]]) -> dict:

@@ -162,7 +162,7 @@ def fit_startup(cal: dict, runs: list[tuple[Path, dict]]) -> None:
             modelled = sim.simulate(case_for(cal, q, m["mode"])).migration
             gaps.setdefault((m["mode"], regime), []).append(m["duration_seconds"] - modelled)
     for (mode, regime), values in gaps.items():
-        cal["modes"][mode][f"startup_{regime}"] = max(0.0, statistics.median(values))
+        cal["modes"][mode][f"startup_{regime}"] = max(0.0, min(values))
 
 
 def question_of(results: dict) -> Question:
