@@ -11,8 +11,10 @@ other link settings, than any validation point) and fits, per mode:
   the CPUs busy, and 4 vCPU threads share 2 cores); a link in between is weighted by where
   its bandwidth lies between the two, on a log scale;
 - the urgent stream's and the background pull's rates as 1 / (1/link + c): c, the CPU's
-  seconds per byte, fitted at both links and weighted the same way;
-- the start-up: what a migration takes beyond the model's, on the calibration points;
+  seconds per byte, fitted at both links (the fastest run of each) and weighted the same way;
+- the start-up: the least a migration took beyond the model's, on the calibration points;
+- where a 4 KiB fault's cost falls (before its read, after its reply: the fault anatomy), and
+  whether the pull's first window leaves before the first fault (whole huge pages);
 - the destination's completion tick: its watch checks every 0.1 s from the migration's
   start, so a migration's measured time is a whole number of ticks (plus bookkeeping).
 The link's own RTT floor and the tbf's efficiency (measured / asked) come from the runs' link

@@ -150,8 +150,9 @@ def predict(cal: dict, q: Question, modes: list[str]) -> dict:
 
 
 def fit_startup(cal: dict, runs: list[tuple[Path, dict]]) -> None:
-    """Per mode and regime: the median over calibration runs of measured minus modelled
-    migration time (the model's pull starts after it)."""
+    """Per mode and regime: the least, over calibration runs, of measured minus modelled
+    migration time (the model's pull sends its first bytes after it). The least: on a shared
+    host other work only adds time, and a median of three once took two slowed runs."""
     gaps: dict[tuple[str, str], list[float]] = {}
     for mode in cal["modes"].values():
         mode["startup_idle"] = mode["startup_busy"] = 0.0

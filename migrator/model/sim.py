@@ -21,8 +21,8 @@ Processes:
 Both streams' bytes cross one bottleneck (bottleneck.py): the shaped link, or unshaped this
 host's CPUs, shared max-min fair while both send, each at most at its own calibrated rate.
 
-The data pull's first chunk waits for the calibrated start-up (its stream and set-up, fitted to
-the calibration runs' migration times). The migration ends when the last granule is present,
+The pull's first bytes wait for the calibrated start-up (its stream and set-up, fitted to the
+calibration runs' migration times). The migration ends when the last granule is present,
 and is declared (and timed) by the destination at its next watch tick (every
 COMPLETION_TICK_S plus its bookkeeping, counted from the migration's start: the calibrated
 offset + k * period, the first at or after the last granule).
