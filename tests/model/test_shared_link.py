@@ -77,3 +77,30 @@ def test_the_calibration_tells_the_order_from_the_first_windows_bytes():
     assert fit_pull_first([{**run, "bytes_background": window}] * 2 +
                           [{**run, "bytes_background": 0}], [config] * 3)
     assert not fit_pull_first([{**run, "bytes_background": 0}] * 2, [config] * 2)
+
+
+def test_the_pull_steps_in_only_between_a_reply_and_the_next_read_as_the_c_loop():
+    # dest_background.c stands back while a request is in flight (from the fault's read to its
+    # reply's last byte) or a fault was read in the last 0.5 ms; one vCPU on a 2 ms link
+    # leaves it the moments after each reply, before the vCPU's next fault is read
+    memory, pages = 32 << 20, (32 << 20) // 4096
+    link = sim.Link(rtt=2e-3, urgent_rate=LINK, background_rate=LINK, rate=LINK, queue=5e-3)
+    case = sim.Case(mode="hgm", memory=memory, granule=4096, vcpus=1,
+                    sequences=workload.sequences("uniform", pages, 1, 300, 3),
+                    zeros=workload.zero_map(pages, 3), link=link,
+                    cost=sim.FaultCost([(0.0, 50e-6), (1.0, 150e-6)], read_share=0.4,
+                                       after_share=0.4), host_cpus=1)
+    m = sim._Migration(case)
+    seen = []
+    claim = m._claim_run
+
+    def recorded(most):
+        seen.append((m.env.now, m.urgent_busy, m.env.now - m.last_fault))
+        return claim(most)
+
+    m._claim_run = recorded
+    out = m.run()
+    during = [s for s in seen if s[0] < out.vcpu_run]
+    assert during, "no gap between a reply and the next read: the pull never stepped in"
+    for _, in_flight, since_read in during:
+        assert in_flight == 0 and since_read >= sim.STAND_BACK_SECONDS
