@@ -113,7 +113,7 @@ def case_for(cal: dict, q: Question, mode: str, sequences: list[list[int]] | Non
                               zip(base["cost_idle"], base["cost_busy"])])
         cost.per_byte = work
     shares = cal.get("fault_shares") or {}
-    cost.read_share, cost.after_share = shares.get("read", 0.0), shares.get("after", 0.0)
+    cost.before_read, cost.after_reply = shares.get("read", 0.0), shares.get("after", 0.0)
     pages = q.memory // PAGE_SIZE
     if sequences is None:
         sequences = workload.sequences(q.pattern, pages, q.vcpus, q.accesses, q.seed, q.trace)

@@ -79,10 +79,11 @@ class FaultCost:
     """Seconds a fault costs besides its round trip and its bytes: quantiles to draw from."""
     quantiles: list[tuple[float, float]]  # (q, seconds), q from 0 to 1, rising
     per_byte: float = 0.0  # seconds per data byte of the granule: verify and install
-    # where the cost falls (the fault anatomy's stages): before the fault loop reads the fault
-    # (queue), and after the reply's last byte (verify, install, wake); the rest between
-    read_share: float = 0.0
-    after_share: float = 0.0
+    # where the cost falls (the median fault's anatomy, seconds): before the fault loop reads
+    # the fault (queue), and after the reply's last byte (verify, install, wake); the rest of a
+    # draw, its tail included (waits on the link), between the read and the reply
+    before_read: float = 0.0
+    after_reply: float = 0.0
 
     def draw(self, rng: random.Random) -> float:
         u = rng.random()
@@ -226,17 +227,20 @@ class _Migration:
         touched = env.now
         nbytes = self._bytes(g)
         overhead = cost.draw(self.rng)
-        yield env.timeout(overhead * cost.read_share)
+        before = min(cost.before_read, overhead)
+        after = min(cost.after_reply, overhead - before)
+        between = overhead - before - after
+        yield env.timeout(before)
         self.last_fault = env.now
         if not self.first_read.triggered:
             self.first_read.succeed()
-        after = overhead * cost.after_share + nbytes * cost.per_byte
+        after += nbytes * cost.per_byte
         if not nbytes:  # a zero granule: checked and mapped, no request
-            yield env.timeout(overhead * (1 - cost.read_share - cost.after_share) + after)
+            yield env.timeout(between + after)
             self._resolved(g, touched, done)
             return
         self.urgent_busy += 1
-        yield env.timeout(overhead * (1 - cost.read_share - cost.after_share) + link.rtt)
+        yield env.timeout(between + link.rtt)
         if link.queue and self.link.sending("pull"):
             # the pull's chunk fills the shaper's queue: the reply waits behind all of it
             yield env.timeout(link.queue)

@@ -88,8 +88,8 @@ def test_the_pull_steps_in_only_between_a_reply_and_the_next_read_as_the_c_loop(
     case = sim.Case(mode="hgm", memory=memory, granule=4096, vcpus=1,
                     sequences=workload.sequences("uniform", pages, 1, 300, 3),
                     zeros=workload.zero_map(pages, 3), link=link,
-                    cost=sim.FaultCost([(0.0, 50e-6), (1.0, 150e-6)], read_share=0.4,
-                                       after_share=0.4), host_cpus=1)
+                    cost=sim.FaultCost([(0.0, 50e-6), (1.0, 150e-6)], before_read=20e-6,
+                                       after_reply=20e-6), host_cpus=1)
     m = sim._Migration(case)
     seen = []
     claim = m._claim_run
