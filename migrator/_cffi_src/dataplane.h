@@ -126,7 +126,7 @@ struct dp_migration {
 	int preempt;                /* urgent faults preempt the pull: see dest_background.c */
 	uint32_t vcpus;             /* the guest's vCPUs (0: not known yet) */
 	uint32_t cpus;              /* the CPUs this process may run on */
-	uint64_t last_fault_ns;     /* when the fault loop last read a fault */
+	uint64_t last_urgent_ns;    /* when the fault loop last read a fault or installed one */
 	int background_nice;        /* the background loop's nice while no fault waits on it;
 	                               -100: leave the thread as it is */
 	uint64_t background_waiters; /* faults waiting on a background job right now */

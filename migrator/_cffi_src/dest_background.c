@@ -9,8 +9,10 @@
  *   claim the next run of absent granules after the most recent fault (wrapping)
  *   -> map its alias pages, request its data pages; keep `window` such jobs in flight, and
  *      stay under the bandwidth cap (QEMU's max-postcopy-bandwidth) when one is set
- *   -> with `preempt`, request nothing new while a fault's fetch is in flight or a fault came
- *      in the last PREEMPT_QUIET_NS (QEMU's postcopy-preempt, in time rather than channels): on
+ *   -> with `preempt`, request nothing new while a fault's fetch is in flight or a fault was
+ *      read or installed in the last PREEMPT_QUIET_NS (QEMU's postcopy-preempt, in time rather
+ *      than channels; from the install too, since a woken vCPU faults again a round trip
+ *      later, and between rounds a chunk on a slow link is what the next replies queue behind): on
  *      a small host the bulk stream's CPU time, socket buffers and softirq work are what an
  *      urgent reply would wait behind. Not while a vCPU waits on the pull itself, and not
  *      while the guest has fewer vCPUs than the host has CPUs (one is left for the pull).
@@ -137,7 +139,7 @@ static int preempted(struct dp_migration *m)
 	if (vcpus && vcpus < m->cpus)
 		return 0;
 	return __atomic_load_n(&m->urgent.in_flight, __ATOMIC_RELAXED) ||
-	       monotonic_ns() - __atomic_load_n(&m->last_fault_ns, __ATOMIC_RELAXED) < PREEMPT_QUIET_NS;
+	       monotonic_ns() - __atomic_load_n(&m->last_urgent_ns, __ATOMIC_RELAXED) < PREEMPT_QUIET_NS;
 }
 
 /*

@@ -63,6 +63,9 @@ static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
 	if (rc)
 		return rc;
 	job->t.installed_ns = monotonic_ns();
+	/* the woken vCPU's next fault is likely one round trip away: the pull's quiet time counts
+	 * from here too, or on a slow link it slips a chunk in between rounds of faults */
+	__atomic_store_n(&m->last_urgent_ns, job->t.installed_ns, __ATOMIC_RELAXED);
 	if (m->fetches_logged < m->fetch_capacity) {
 		m->fetches[m->fetches_logged] = (struct dp_fetch){ job->first, job->t };
 		__atomic_store_n(&m->fetches_logged, m->fetches_logged + 1, __ATOMIC_RELEASE);
@@ -191,7 +194,7 @@ static int do_later(struct faults_loop *l, struct later *w)
  */
 static int on_events(struct faults_loop *l, struct uffd_msg *msgs, int n, uint64_t now)
 {
-	__atomic_store_n(&l->m->last_fault_ns, now, __ATOMIC_RELAXED);
+	__atomic_store_n(&l->m->last_urgent_ns, now, __ATOMIC_RELAXED);
 	int rc = 0;
 	for (int i = 0; i < n && !rc; i++)
 		/* REMOVE/UNMAP: the page cache keeps the data; a later fault is installed again */

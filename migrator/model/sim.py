@@ -16,8 +16,8 @@ Processes:
   memory in steps (a chunk, or 1/BG_STEPS of the memory when that is larger), skipping what
   faults fetched, `window` steps in flight. It stands back, as the C loop does
   (dest_background.c), while a fault's request is in flight (from its read to its reply's
-  last byte) or a fault was read less than STAND_BACK_SECONDS ago, when the guest's vCPUs
-  fill the host's CPUs, and looks again every PREEMPT_POLL_SECONDS.
+  last byte) or a fault was read or installed less than STAND_BACK_SECONDS ago, when the
+  guest's vCPUs fill the host's CPUs, and looks again every PREEMPT_POLL_SECONDS.
 Both streams' bytes cross one bottleneck (bottleneck.py): the shaped link, or unshaped this
 host's CPUs, shared max-min fair while both send, each at most at its own calibrated rate.
 
@@ -46,7 +46,8 @@ from .bottleneck import Bottleneck
 
 ACCESS_SECONDS = 1e-7  # a resident access, as the guest's touch loop measures one
 STALL_THRESHOLD = 5e-6  # the guest's: slower accesses are stalls
-STAND_BACK_SECONDS = 0.5e-3  # the C loop's PREEMPT_QUIET_NS: a fault read this recently holds it
+# the C loop's PREEMPT_QUIET_NS: a fault read or installed this recently holds the pull back
+STAND_BACK_SECONDS = 0.5e-3
 PREEMPT_POLL_SECONDS = 1e-3  # how often the standing-back pull looks again (PREEMPT_POLL_MS)
 # The destination starts its loops (the zero sweep, then the pull) and then answers the guest's
 # hand-over; the guest starts its vCPUs on that answer, an estimated VCPU_START_SECONDS later
@@ -165,7 +166,7 @@ class _Migration:
         self.pull_stream = simpy.Resource(self.env, capacity=1)  # its own stream, in order
         self.stream = simpy.Resource(self.env, capacity=1)  # the urgent stream, in order
         self.urgent_busy = 0  # requests sent, their reply's last byte not yet in (C: in_flight)
-        self.last_fault = -1.0  # when the fault loop last read a fault (C: last_fault_ns)
+        self.last_fault = -1.0  # the fault loop's last read or install (C: last_urgent_ns)
         link = case.link
         self.link = Bottleneck(self.env, link.rate or link.urgent_rate + link.background_rate)
         self.out = Outcome()
@@ -253,6 +254,7 @@ class _Migration:
         self._resolved(g, touched, done)
 
     def _resolved(self, g: int, read: float, done: simpy.Event) -> None:
+        self.last_fault = self.env.now  # installed: the quiet time counts from here too
         self.state[g] = PRESENT
         del self.in_flight[g]
         self.out.fault_latency.append(self.env.now - read)
