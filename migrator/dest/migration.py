@@ -42,7 +42,10 @@ log = logging.getLogger("migrator.dest")
 PHASES = ("starting", "running", "paused", "complete", "failed", "guest-lost", "guest-error")
 ACTIVE = ("starting", "running", "paused")
 _GUEST_GONE_ERRNOS = (errno.ESRCH,)  # from an ioctl on the guest's userfaultfd or its mm
-_WATCH_S = 0.1  # how often metrics are brought up to date and completion is checked
+_WATCH_S = 0.1  # how often metrics are brought up to date
+# how often completion is checked once the pull is done (only faults in flight are left): the
+# migration's end is seen within this, not rounded up to the next _WATCH_S
+FINISH_POLL_S = 0.001
 _DRAIN_S = 30.0  # thp: how long completion waits for the last collapses
 
 
@@ -206,11 +209,18 @@ class Migration:
             self._background_done.set()
 
     def _watch(self) -> None:
-        while not self._stop.wait(_WATCH_S):
-            self.telemetry.sync()
-            if self._background_done.is_set() and self.plane.complete:
-                self._complete()
-                return
+        synced = time.monotonic()
+        while not self._stop.is_set():
+            if self._background_done.is_set():
+                if self.plane.complete:
+                    self._complete()
+                    return
+                self._stop.wait(FINISH_POLL_S)
+            else:
+                self._background_done.wait(_WATCH_S)
+            if time.monotonic() - synced >= _WATCH_S:
+                self.telemetry.sync()
+                synced = time.monotonic()
 
     def _complete(self) -> None:
         expected = self.manifest.pages - self.unverified_poisoned_pages

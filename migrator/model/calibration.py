@@ -15,8 +15,9 @@ other link settings, than any validation point) and fits, per mode:
 - the start-up: the least a migration took beyond the model's, on the calibration points;
 - where a 4 KiB fault's cost falls (before its read, after its reply: the fault anatomy), and
   whether the pull's first window leaves before the first fault (whole huge pages);
-- the destination's completion tick: its watch checks every 0.1 s from the migration's
-  start, so a migration's measured time is a whole number of ticks (plus bookkeeping).
+- the destination's completion check: once the pull is done its watch looks every
+  FINISH_POLL_S (1 ms), so a migration's measured time is the last granule's install rounded
+  up to that (plus bookkeeping), fitted as ticks of it.
 The link's own RTT floor and the tbf's efficiency (measured / asked) come from the runs' link
 measurements. The file holds the host's description (kernel, cores, pools).
 """
@@ -174,10 +175,10 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
             [r["config"] for _, r in runs for m in r["modes"] if m["mode"] == mode])
     out["fault_shares"] = fit_fault_shares([m for _, r in runs for m in r["modes"]
                                             if m.get("granularity_bytes", 4096) == 4096])
-    from ..dest.migration import _WATCH_S
+    from ..dest.migration import FINISH_POLL_S
 
     out["completion_tick"] = fit_completion_tick(
-        [m["duration_seconds"] for _, r in runs for m in r["modes"]], _WATCH_S)
+        [m["duration_seconds"] for _, r in runs for m in r["modes"]], FINISH_POLL_S)
     for regime in ("idle", "busy"):
         out["regimes"][regime]["background_c"] = _fit_c(bg_c[regime], out["regimes"][regime])
     return out

@@ -23,8 +23,8 @@ host's CPUs, shared max-min fair while both send, each at most at its own calibr
 
 The pull's first bytes wait for the calibrated start-up (its stream and set-up, fitted to the
 calibration runs' migration times). The migration ends when the last granule is present,
-and is declared (and timed) by the destination at its next watch tick (every
-COMPLETION_TICK_S plus its bookkeeping, counted from the migration's start: the calibrated
+and is declared (and timed) by the destination at its next completion check (every
+COMPLETION_TICK_S, 1 ms, once the pull is done, plus its bookkeeping: the calibrated
 offset + k * period, the first at or after the last granule).
 """
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from ..dest.migration import _WATCH_S as COMPLETION_TICK_S
+from ..dest.migration import FINISH_POLL_S as COMPLETION_TICK_S
 from ..protocol import PAGE_SIZE
 from ..quantiles import summarize
 from . import workload
@@ -371,8 +371,7 @@ class _Migration:
             self.env.process(self.vcpu(seq))
         self.env.process(self.background())
         self.env.run()
-        # the destination notices at its next watch tick; the ticks count from the migration's
-        # start (its watch waits a tick, then checks), so the time is a whole number of them
+        # the destination notices at its next completion check (FINISH_POLL_S apart)
         c, end = self.c, self.out.migration
         k = max(1, math.ceil((end - c.tick_offset) / c.tick_period - 1e-9))
         self.out.migration = c.tick_offset + k * c.tick_period
