@@ -65,26 +65,32 @@ class PageSender:
             self.fold()
             done(rc)
 
-        if self._thread is not None or self.fd < 0:
-            raise RuntimeError(f"the {self.kind} sender has served or was stopped already")
         thread = threading.Thread(target=body, name=f"send-{self.kind}", daemon=True)
-        thread.start()
-        self._thread = thread  # only once started: until then stop() closes fd itself
+        # under the lock, so that stop() sees either no thread (and closes fd itself) or a
+        # started one (and leaves fd to it), never one starting
+        with self._fd_lock:
+            if self._thread is not None or self.fd < 0:
+                raise RuntimeError(f"the {self.kind} sender has served or was stopped already")
+            thread.start()
+            self._thread = thread
 
     def _close(self) -> None:
         with self._fd_lock:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = self._s.fd = -1
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = self._s.fd = -1
 
     def stop(self) -> None:
         """Make the sender return soon (it looks at the flag at least every 200 ms); its
         thread closes the descriptor. One that never served is closed here."""
         self._s.stop = 1
-        if self._thread is None:
-            self._close()
-            return
         with self._fd_lock:
+            if self._thread is None:
+                self._close_locked()
+                return
             if self.fd < 0:
                 return
             try:
