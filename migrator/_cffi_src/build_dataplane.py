@@ -27,7 +27,7 @@ CDEF = """
 struct dp_histogram { uint64_t bounds_ns[...]; uint64_t counts[...]; uint64_t sum_ns; ...; };
 struct dp_counters {
     uint64_t bytes, pages, verified_pages, refetched_pages, eexist, eagain, requests, in_flight,
-             faults, faults_waited, started_ns, finished_ns;
+             faults, faults_waited, started_ns, finished_ns, first_request_ns;
     ...;
 };
 struct dp_fault { uint64_t granule, read_ns, done_ns; uint32_t tid; ...; };

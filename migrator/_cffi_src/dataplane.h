@@ -66,6 +66,7 @@ struct dp_counters {
 	uint64_t faults;            /* fault events read (faults loop only) */
 	uint64_t faults_waited;     /* faults on a granule the other loop was installing */
 	uint64_t started_ns, finished_ns;
+	uint64_t first_request_ns;  /* the first request for data sent */
 };
 
 /* One fault event and when it was resolved. */
@@ -121,7 +122,7 @@ struct dp_migration {
 
 	/* background policy */
 	uint64_t chunk_bytes;       /* granules claimed per background job, in bytes */
-	uint32_t window;            /* background jobs in flight */
+	uint32_t window;            /* background chunks' worth of data bytes in flight */
 	uint64_t cap_bytes_per_s;   /* 0: no cap */
 	int preempt;                /* urgent faults preempt the pull: see dest_background.c */
 	uint32_t vcpus;             /* the guest's vCPUs (0: not known yet) */

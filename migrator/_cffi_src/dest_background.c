@@ -7,15 +7,22 @@
  *      for faults as the pull does: checking reads every zero page, CPU time a fault would
  *      wait for)
  *   claim the next run of absent granules after the most recent fault (wrapping)
- *   -> map its alias pages, request its data pages; keep `window` such jobs in flight, and
- *      stay under the bandwidth cap (QEMU's max-postcopy-bandwidth) when one is set
+ *   -> map its alias pages, request its data pages; keep `window` chunks' worth of data bytes
+ *      in flight, in as many runs as that takes (after scattered faults a run is a few pages:
+ *      one run at a time would cost a round trip per few pages), and stay under the
+ *      bandwidth cap (QEMU's max-postcopy-bandwidth) when one is set
  *   -> with `preempt`, request nothing new while a fault's fetch is in flight or a fault was
  *      read or installed in the last PREEMPT_QUIET_NS (QEMU's postcopy-preempt, in time rather
  *      than channels; from the install too, since a woken vCPU faults again a round trip
  *      later, and between rounds a chunk on a slow link is what the next replies queue behind): on
  *      a small host the bulk stream's CPU time, socket buffers and softirq work are what an
- *      urgent reply would wait behind. Not while a vCPU waits on the pull itself, and not
- *      while the guest has fewer vCPUs than the host has CPUs (one is left for the pull).
+ *      urgent reply would wait behind. Not while the guest has fewer vCPUs than the host has
+ *      CPUs (one is left for the pull). And while a vCPU waits on one of the pull's own
+ *      jobs: what is in flight is still received and installed, but claiming more would only
+ *      give the next faults more to wait behind. (Once a slow link's first window of 8 MiB
+ *      left before the first fault, a quarter of a small guest's faults landed in it; while
+ *      they waited no fault was read, so the pull claimed on, and they kept landing in its
+ *      claims: 40 faults where 576 were due, stalls of 160 ms.)
  *   -> receive each into the alias view, verify every page, UFFDIO_CONTINUE the run,
  *      mark it present (faults that waited on it are resolved by that CONTINUE)
  *
@@ -40,12 +47,14 @@
 #define IDLE_POLL_MS 50
 #define PREEMPT_QUIET_NS 500000ull
 #define PREEMPT_POLL_MS 1
+#define MAX_JOBS 256                /* runs in flight, however small */
 
 struct background_loop {
 	struct dp_migration *m;
 	struct dp_stream stream;
 	struct dp_job *jobs;        /* claimed, not installed */
-	uint32_t in_flight;
+	uint32_t in_flight;         /* jobs */
+	uint64_t in_flight_bytes;   /* their data bytes */
 	uint64_t requested_bytes;   /* for the cap */
 };
 
@@ -66,6 +75,7 @@ static int installed(struct dp_migration *m, struct dp_job *job, void *ctx)
 	dp_job_installed(m, job, &m->background);
 	dp_job_unlink(&l->jobs, job);
 	l->in_flight--;
+	l->in_flight_bytes -= job->bytes;
 	dp_job_free(job);
 	return 0;
 }
@@ -110,6 +120,7 @@ static void release_all(struct background_loop *l)
 		l->jobs = next;
 	}
 	l->in_flight = 0;
+	l->in_flight_bytes = 0;
 }
 
 /* ms to wait before the cap allows another job; 0: now. */
@@ -127,14 +138,17 @@ static int cap_wait_ms(struct background_loop *l)
 }
 
 /*
- * Faults are being served urgently, none waits on us, and the vCPUs can fill the CPUs: stand
- * back. With a CPU to spare the pull costs a fault nothing and keeps stepping on: on a VM it
+ * A vCPU waits on one of our jobs, or faults are being served urgently and the vCPUs can fill
+ * the CPUs: stand back (from claiming more; what is in flight is still received and
+ * installed). With a CPU to spare the pull costs a fault nothing and keeps stepping on: on a VM it
  * even spares the fault's wake-ups the CPU's return from idle (the hypervisor's halt).
  */
 static int preempted(struct dp_migration *m)
 {
-	if (!m->preempt || __atomic_load_n(&m->background_waiters, __ATOMIC_RELAXED))
+	if (!m->preempt)
 		return 0;
+	if (__atomic_load_n(&m->background_waiters, __ATOMIC_RELAXED))
+		return 1;
 	uint32_t vcpus = __atomic_load_n(&m->vcpus, __ATOMIC_RELAXED);
 	if (vcpus && vcpus < m->cpus)
 		return 0;
@@ -146,15 +160,17 @@ static int preempted(struct dp_migration *m)
  * Start a job on the claimed granules [first, end): request its data pages or, when it has
  * none (zero pages never travel), check it and install it now.
  */
-static int start_job(struct background_loop *l, uint64_t first, uint64_t end)
+static int start_job(struct background_loop *l, uint64_t first, uint64_t end, uint64_t bytes)
 {
 	struct dp_migration *m = l->m;
 	struct dp_job *job = dp_job_new(first, end, 0);
 	if (!job)
 		return dp_fail(m, DP_FAILED, "out of memory");
+	job->bytes = bytes;
 	job->next = l->jobs;
 	l->jobs = job;
 	l->in_flight++;
+	l->in_flight_bytes += bytes;
 	dp_prepare(m, job);
 	int n = dp_job_request(m, &l->stream, job);
 	if (n < 0)
@@ -181,12 +197,15 @@ static int fill_window(struct background_loop *l, int *rc)
 {
 	struct dp_migration *m = l->m;
 	uint64_t per_job = m->chunk_bytes / m->granularity ? m->chunk_bytes / m->granularity : 1;
-	while (l->in_flight < m->window && !cap_wait_ms(l) && !preempted(m)) {
+	uint64_t window_bytes = (uint64_t)m->window * per_job * m->granularity;
+	while (l->in_flight_bytes < window_bytes && l->in_flight < MAX_JOBS && !cap_wait_ms(l) &&
+	       !preempted(m)) {
 		uint64_t first, end;
 		if (!claim_run(m, per_job, &first, &end))
 			return 1;
-		l->requested_bytes += data_bytes(m, first, end);
-		if ((*rc = start_job(l, first, end)))
+		uint64_t bytes = data_bytes(m, first, end);
+		l->requested_bytes += bytes;
+		if ((*rc = start_job(l, first, end, bytes)))
 			return 0;
 	}
 	return 0;
@@ -245,7 +264,7 @@ static int install_zero_granules(struct background_loop *l)
 		}
 		if (!claim_zero_run(m, &next, per_job, &first, &end))
 			break;
-		rc = start_job(l, first, end);
+		rc = start_job(l, first, end, 0);
 	}
 	return rc;
 }

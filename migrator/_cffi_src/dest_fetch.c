@@ -296,6 +296,8 @@ static int stream_request(struct dp_stream *s, struct dp_job *job, uint64_t offs
 	memcpy(s->out + s->out_len, &r, sizeof(r));
 	s->out_len += sizeof(r);
 	job->pending++;
+	if (!s->counters->first_request_ns)
+		s->counters->first_request_ns = monotonic_ns();
 	s->counters->requests++;
 	s->counters->in_flight++;
 	return 0;

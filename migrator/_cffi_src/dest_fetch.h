@@ -7,6 +7,7 @@
 /* A claimed run of granules being fetched, verified and installed by one loop. */
 struct dp_job {
 	uint64_t first, end;        /* granules */
+	uint64_t bytes;             /* data bytes requested (the background window's count) */
 	uint32_t pending;           /* replies outstanding */
 	uint32_t attempt;           /* 1, then once more per refetch of bad pages */
 	uint32_t nbad, bad_cap;

@@ -87,7 +87,8 @@ def add_background_policy(p: argparse.ArgumentParser) -> None:
                    help="at most this many bytes per second on the wire, e.g. 500MiB (QEMU's "
                         "max-postcopy-bandwidth; default 0: no cap)")
     g.add_argument("--background-window", type=count, default=BackgroundPolicy.window,
-                   metavar="N", help=f"chunks in flight (default {BackgroundPolicy.window})")
+                   metavar="N", help=f"chunks' worth of data bytes in flight, in as many runs of absent "
+                        f"granules as that takes (default {BackgroundPolicy.window})")
     g.add_argument("--background-chunk", type=size, default=BackgroundPolicy.chunk_bytes,
                    metavar="BYTES", help="claimed, fetched and installed together (default "
                    f"{BackgroundPolicy.chunk_bytes >> 20}MiB; at least one granule)")

@@ -35,7 +35,7 @@ class BackgroundPolicy:
 
     delay: float = 0.0  # seconds after the guest connects before it starts
     chunk_bytes: int = 4 << 20  # claimed and installed per job (at least one granule)
-    window: int = 2  # jobs in flight
+    window: int = 2  # chunks' worth of data bytes in flight (in as many runs as that takes)
     cap_bytes_per_s: int = 0  # 0: no cap (QEMU's max-postcopy-bandwidth)
     nice: bool = True  # run niced (BACKGROUND_NICE) while no vCPU waits on it
     preempt: bool = True  # request nothing new while urgent faults are being served
@@ -180,6 +180,14 @@ class DataPlane:
             f, end = self._m.faults, self._m.faults_logged
             return [(f[i].granule, f[i].read_ns, f[i].done_ns, f[i].tid)
                     for i in range(start, end)]
+
+    @property
+    def first_fault_read_ns(self) -> int:
+        """When the fault loop read its first fault (CLOCK_MONOTONIC ns); 0: none yet."""
+        with self._tables:
+            if self._freed:
+                return self._final_faults[0][1] if self._final_faults else 0
+            return self._m.faults[0].read_ns if self._m.faults_logged else 0
 
     @property
     def faults_logged(self) -> int:

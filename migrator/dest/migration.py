@@ -395,6 +395,14 @@ class Migration:
             report["at_handover"] = self.guest_thp
         return report
 
+    def _background_first(self, background) -> bool | None:
+        """Whether the pull's first request for data went out before the first fault was read
+        (None: neither has happened yet)."""
+        pulled, faulted = background.first_request_ns, self.plane.first_fault_read_ns
+        if not pulled and not faulted:
+            return None
+        return bool(pulled) and (not faulted or pulled < faulted)
+
     def status(self) -> dict:
         plane, t = self.plane, self.telemetry
         urgent, background = plane.counters("urgent"), plane.counters("background")
@@ -410,6 +418,7 @@ class Migration:
             "faults": urgent.faults,
             "fault_threads": t.fault_threads,
             "faults_waited_on_background": urgent.faults_waited,
+            "background_first": self._background_first(background),
             "fault_latency_seconds": summarize(t.fault_latencies()),
             "fault_stages": t.stage_summary(),
             "bytes_urgent": urgent.bytes,

@@ -251,7 +251,8 @@ def _result(m: dict, guest: dict, database: Path | None = None) -> dict:
             "fault_latency_seconds", "bytes_urgent", "bytes_background", "pages_total",
             "pages_urgent", "pages_background", "zero_pages", "verified_pages",
             "mismatched_pages", "refetched_pages", "eexist", "eagain", "duration_seconds",
-            "phase", "error", "faults_waited_on_background", "background_bytes_per_second",
+            "phase", "error", "faults_waited_on_background", "background_first",
+            "background_bytes_per_second",
             "background_policy", "background_niced", "background_stands_back", "fault_stages")
     out = {k: m.get(k) for k in keys}
     # a guest whose migration failed under its vCPUs reports only that they were left blocked

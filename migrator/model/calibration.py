@@ -204,12 +204,16 @@ def fit_pull_first(modes: list[dict], configs: list[dict]) -> bool:
     answer. With whole huge pages the sweep has next to nothing to check and the pull wins
     (its first window's bytes travel in the background); with 4 KiB granules the sweep checks
     every zero page and the first faults come first (none waits on the pull). Measured: most
-    calibration runs of the mode carry the first window's bytes in the background. A 4 KiB
-    mode's whole pull is background, so there the faults' waits on the pull tell it."""
+    calibration runs of the mode say so: in results.json's `background_first` (the data plane
+    compares its first request for data with the first fault read), or in runs from before it,
+    by the first window's bytes in the background (whole pages) or the faults' waits on the
+    pull (a 4 KiB mode's whole pull is background)."""
     votes = []
     for m, c in zip(modes, configs):
         g = m.get("granularity_bytes", PAGE_SIZE)
-        if g == PAGE_SIZE:
+        if m.get("background_first") is not None:  # measured by the data plane
+            votes.append(bool(m["background_first"]))
+        elif g == PAGE_SIZE:
             votes.append(m.get("faults_waited_on_background", 0) > 0.05 * max(1, m["faults"]))
         else:
             votes.append(m["bytes_background"] >= first_window_bytes(c, g))

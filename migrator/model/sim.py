@@ -17,7 +17,8 @@ Processes:
   faults fetched, `window` steps in flight. It stands back, as the C loop does
   (dest_background.c), while a fault's request is in flight (from its read to its reply's
   last byte) or a fault was read or installed less than STAND_BACK_SECONDS ago, when the
-  guest's vCPUs fill the host's CPUs, and looks again every PREEMPT_POLL_SECONDS.
+  guest's vCPUs fill the host's CPUs, and while a vCPU waits on one of its own runs; it
+  looks again every PREEMPT_POLL_SECONDS.
 Both streams' bytes cross one bottleneck (bottleneck.py): the shaped link, or unshaped this
 host's CPUs, shared max-min fair while both send, each at most at its own calibrated rate.
 
@@ -111,7 +112,7 @@ class Case:
     host_cpus: int
     background_cap: float = 0.0  # bytes/s, 0: none
     chunk: int = 4 << 20
-    window: int = 2  # the pull's chunks in flight
+    window: int = 2  # the pull's steps in flight (the C loop: chunks' worth of data bytes)
     zero_check_per_byte: float = 0.0  # seconds the zero sweep spends per byte it checks
     startup: float = 0.0
     pull_first: bool = False  # the pull's first window leaves before the first fault is read
@@ -203,7 +204,7 @@ class _Migration:
                 if state[g] == FETCHING:
                     yield self.in_flight[g]
                 elif state[g] == PULLING:
-                    self.pull_waiters += 1  # the pull is not preempted while a vCPU waits on it
+                    self.pull_waiters += 1  # the pull claims nothing new while a vCPU waits on it
                     yield next(ev for lo, hi, ev in self.claims if lo <= g < hi)
                     self.pull_waiters -= 1
                 else:  # ABSENT or ZERO
@@ -279,10 +280,12 @@ class _Migration:
         return first, end, claimed
 
     def _preempted(self) -> bool:
-        """As the C loop: stand back for faults unless a vCPU waits on the pull, or the guest
-        leaves the host a CPU."""
-        return (not self.pull_waiters and self.stands_back and
-                (self.urgent_busy > 0 or self.env.now - self.last_fault < STAND_BACK_SECONDS))
+        """As the C loop: claim nothing new while a vCPU waits on the pull's own runs, nor
+        while faults are served and the guest's vCPUs fill the host's CPUs."""
+        if self.pull_waiters:
+            return True
+        return self.stands_back and (self.urgent_busy > 0 or
+                                     self.env.now - self.last_fault < STAND_BACK_SECONDS)
 
     def pull(self, lo: int, hi: int, claimed: int, done: simpy.Event):
         """The claimed (absent) granules of [lo, hi): their data pages, at the range's mean

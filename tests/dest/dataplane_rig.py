@@ -44,17 +44,20 @@ class ScriptedSource(threading.Thread):
     corrupt[page] = n: the first n replies carrying that page have it flipped;
     cut_after_bytes: close the connection after this many reply bytes;
     wrong_header: answer the first request with another request id;
-    hold: a page whose reply waits until release is set."""
+    hold: a page (or pages) whose reply waits until its release is set (held and release:
+    the first page's; holds[page]: each page's (held, release))."""
 
     def __init__(self, sock: socket.socket, image: bytes, *, corrupt: dict[int, int] | None = None,
                  cut_after_bytes: int | None = None, wrong_header: bool = False,
-                 hold: int | None = None):
+                 hold: int | tuple[int, ...] | None = None):
         super().__init__(daemon=True)
         self.sock, self.image = sock, image
         self.corrupt = dict(corrupt or {})
-        self.cut_after_bytes, self.wrong_header, self.hold = cut_after_bytes, wrong_header, hold
-        self.release = threading.Event()
-        self.held = threading.Event()  # the held request has arrived
+        self.cut_after_bytes, self.wrong_header = cut_after_bytes, wrong_header
+        pages = () if hold is None else (hold,) if isinstance(hold, int) else hold
+        self.holds = {p: (threading.Event(), threading.Event()) for p in pages}
+        # the first held page's request has arrived / its reply may go
+        self.held, self.release = self.holds[pages[0]] if pages else (threading.Event(),) * 2
         self.requests: list[tuple[int, int]] = []
         self.sent = 0
         self.start()
@@ -78,9 +81,10 @@ class ScriptedSource(threading.Thread):
                     if self.corrupt.get(page, 0) > 0:
                         self.corrupt[page] -= 1
                         body[page * PAGE_SIZE - offset] ^= 0xFF
-                    if page == self.hold:
-                        self.held.set()
-                        self.release.wait()
+                    if page in self.holds:
+                        held, release = self.holds[page]
+                        held.set()
+                        release.wait()
                 if self.wrong_header:
                     self.wrong_header, request_id = False, request_id + 1000
                 reply = REPLY.pack(request_id, 0, 0, offset, length) + bytes(body)

@@ -138,6 +138,44 @@ def test_the_background_maps_every_zero_page_before_it_requests_any_data(rig):
     assert bytes(r.guest.view) == r.image
 
 
+def test_the_background_keeps_its_window_of_bytes_in_flight_in_as_many_runs_as_that_takes(rig):
+    # after the zero sweep every absent run is 3 data pages (every 4th page is zero), as after
+    # scattered faults: a run at a time would cost a round trip per 12 KiB
+    r = rig(chunk_bytes=16 * PAGE_SIZE, window=1)
+    held, _ = r.loop_against("background", hold=_data_page(r))
+    assert held.held.wait(10)  # the first run's reply is held
+    _wait(lambda: r.plane.counters("background").requests >= 6, what="the window's runs")
+    time.sleep(0.1)
+    # runs of 12 KiB until 64 KiB (the window: one chunk) is reached, and no more
+    assert r.plane.counters("background").requests == 6
+    held.release.set()
+    _wait(lambda: r.plane.complete, what="completion")
+    assert bytes(r.guest.view) == r.image
+
+
+def test_the_background_claims_nothing_new_while_a_vcpu_waits_on_one_of_its_runs(rig):
+    # the window holds 6 runs of 3 data pages (pages 0-2, 4-6, ..., 20-22); a vCPU faults in
+    # the sixth, and the first five are installed while it waits
+    r = rig(chunk_bytes=16 * PAGE_SIZE, window=1)
+    r.loop_against("faults")
+    source, _ = r.loop_against("background", hold=(0, 20))
+    first, sixth = source.holds[0], source.holds[20]
+    assert first[0].wait(10)
+    _wait(lambda: r.plane.counters("background").requests == 6, what="the window's runs")
+    vcpu = r.touch_pages([21])
+    _wait(lambda: r.plane.counters("urgent").faults_waited == 1, what="the fault on the pull")
+    first[1].set()
+    assert sixth[0].wait(10)
+    _wait(lambda: r.plane.state(16) == PRESENT, what="the first five runs installed")
+    time.sleep(0.2)  # the window has room, and the quiet time after the fault is long over
+    assert r.plane.counters("background").requests == 6
+    sixth[1].set()
+    vcpu.join(timeout=10)
+    assert not vcpu.is_alive()
+    _wait(lambda: r.plane.complete, what="completion")
+    assert bytes(r.guest.view) == r.image
+
+
 @pytest.mark.parametrize("vcpus", [1, 64])
 def test_the_background_stands_back_for_a_fault_only_when_the_vcpus_can_fill_the_cpus(rig, vcpus):
     r = rig(chunk_bytes=16 * PAGE_SIZE)
