@@ -138,6 +138,25 @@ def test_the_background_maps_every_zero_page_before_it_requests_any_data(rig):
     assert bytes(r.guest.view) == r.image
 
 
+def test_the_background_requests_no_data_before_the_first_fault_is_read(rig):
+    # a VM's vCPUs resume as its pull starts: the pull's first window must not win a race with
+    # the guest's start and make the first faults queue behind it
+    r = rig(chunk_bytes=16 * PAGE_SIZE)
+    r.loop_against("faults")
+    started = time.monotonic()
+    r.loop_against_real_source("background")
+    zero = [p for p in range(r.pages) if r.manifest.kinds[p] == 1]
+    _wait(lambda: all(r.plane.state(p) == PRESENT for p in zero), what="the zero sweep")
+    time.sleep(0.05)
+    assert r.plane.counters("background").requests == 0
+    page = _data_page(r, 100)
+    r.touch_pages([page]).join(timeout=10)
+    _wait(lambda: r.plane.counters("background").requests > 0, what="the pull's first request")
+    assert time.monotonic() - started < 0.2  # it went on at the fault, not at its fallback
+    _wait(lambda: r.plane.complete, what="completion")
+    assert bytes(r.guest.view) == r.image
+
+
 def test_the_background_keeps_its_window_of_bytes_in_flight_in_as_many_runs_as_that_takes(rig):
     # after the zero sweep every absent run is 3 data pages (every 4th page is zero), as after
     # scattered faults: a run at a time would cost a round trip per 12 KiB
