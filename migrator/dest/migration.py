@@ -82,6 +82,7 @@ class Migration:
         self.error: str | None = None
         self.started = time.monotonic()
         self.finished: float | None = None
+        self.vcpus_started: float | None = None  # the guest announced its vCPU threads
         self.guest_results: dict = {}
         self.stall_samples: list[float] = []  # seconds, as the guest measured them
         self.injected_poison: list[int] = []  # pages poisoned on this host during the run
@@ -438,6 +439,8 @@ class Migration:
             "eexist": urgent.eexist + background.eexist,
             "eagain": urgent.eagain + background.eagain,
             "duration_seconds": end - self.started,
+            "vcpus_started_after_seconds": (self.vcpus_started - self.started
+                                            if self.vcpus_started else None),
             "recoveries": [asdict(r) for r in self.recoveries],
             "poison": self.poison_report(),
             "collapse": self.collapse_report(),

@@ -10,6 +10,7 @@ from array import array
 import socket
 import struct
 import threading
+import time
 import uuid
 from typing import Callable
 
@@ -161,6 +162,8 @@ class GuestSession:
         if not isinstance(tids, list) or not all(isinstance(t, int) for t in tids):
             raise ProtocolError("'thread_ids' must be a list of integers")
         self.migration.telemetry.vcpu_tids.update(tids)
+        if self.migration.vcpus_started is None:  # announced as they start touching memory
+            self.migration.vcpus_started = time.monotonic()
         self.migration.plane.set_vcpus(len(self.migration.telemetry.vcpu_tids))
         for vcpu in range(len(tids)):  # at zero now, so rate() sees the stalls when they come
             metrics.VCPU_BLOCKTIME.labels(*self.migration.backing.metric_labels, str(vcpu))

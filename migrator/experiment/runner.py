@@ -252,6 +252,7 @@ def _result(m: dict, guest: dict, database: Path | None = None) -> dict:
             "pages_urgent", "pages_background", "zero_pages", "verified_pages",
             "mismatched_pages", "refetched_pages", "eexist", "eagain", "duration_seconds",
             "phase", "error", "faults_waited_on_background", "background_first",
+            "vcpus_started_after_seconds",
             "background_bytes_per_second",
             "background_policy", "background_niced", "background_stands_back", "fault_stages")
     out = {k: m.get(k) for k in keys}

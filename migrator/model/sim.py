@@ -51,17 +51,12 @@ STALL_THRESHOLD = 5e-6  # the guest's: slower accesses are stalls
 STAND_BACK_SECONDS = 0.5e-3
 PREEMPT_POLL_SECONDS = 1e-3  # how often the standing-back pull looks again (PREEMPT_POLL_MS)
 # The destination starts its loops (the zero sweep, then the pull) and then answers the guest's
-# hand-over; the guest starts its vCPUs on that answer, an estimated VCPU_START_SECONDS later
-# (not calibrated), or as the sweep ends if that is sooner. The measured runs put the first
-# faults after most of the sweep (0-6 % of the first 4 KiB faults found a zero granule not yet
-# swept, of 23 % zero pages) and before the pull's first chunk (faults_waited_on_background 0
-# or 1 in every loopback run). A fixed 1 ms start let the pull of a small guest claim its first
-# chunks before any fault, and faults then queued behind whole 4 MiB chunks (stall p99 25-45
-# times the measured, a third of the faults missing); a start at the hand-over left the sweep
-# standing back, and a quarter of the faults on zero granules.
-# With whole huge pages the sweep has next to nothing to check, and the pull's first window
-# leaves before the vCPUs start (its bytes travel in the background in the calibration runs:
-# Case.pull_first, calibration.fit_pull_first); the first faults then share the link with it.
+# hand-over; the guest starts its vCPUs on that answer. When, the calibration measures
+# (Case.vcpu_start: the runs' vcpus_started_after_seconds, 1 to 30 ms on this VM). Without it
+# (calibrations from before) they start VCPU_START_SECONDS in, or as the sweep ends if that is
+# sooner, and with whole huge pages the pull's first window may leave before them (its bytes
+# travel in the background in those calibration runs: Case.pull_first,
+# calibration.fit_pull_first); the C loop now waits for the first fault (FIRST_FAULT_WAIT_NS).
 VCPU_START_SECONDS = 1e-3
 # the C loop's FIRST_FAULT_WAIT_NS: the pull requests no data before the first fault is read,
 # or this long into the migration
@@ -119,6 +114,7 @@ class Case:
     zero_check_per_byte: float = 0.0  # seconds the zero sweep spends per byte it checks
     startup: float = 0.0
     pull_first: bool = False  # the pull's first window leaves before the first fault is read
+    vcpu_start: float | None = None  # measured (calibration); None: VCPU_START_SECONDS or the sweep's end
     seed: int = 0
     tick_period: float = COMPLETION_TICK_S  # the destination's completion checks: offset + k * period
     tick_offset: float = 0.0
@@ -176,7 +172,8 @@ class _Migration:
         self.out = Outcome()
         self.vcpus_start = self.env.event()  # at VCPU_START_SECONDS, or the sweep's end
         self.first_read = self.env.event()  # the fault loop reads its first fault
-        self.env.timeout(VCPU_START_SECONDS).callbacks.append(lambda _: self._start_vcpus())
+        start = VCPU_START_SECONDS if case.vcpu_start is None else case.vcpu_start
+        self.env.timeout(start).callbacks.append(lambda _: self._start_vcpus())
         self.stands_back = case.vcpus >= case.host_cpus
         self.bg_rate = case.link.background_rate
         if case.background_cap:
@@ -314,8 +311,9 @@ class _Migration:
         yield from self._zero_sweep(step)
         if not self.c.pull_first:
             # faults first (the C loop waits for the first fault read, FIRST_FAULT_WAIT_NS at
-            # most): the vCPUs start by the sweep's end at the latest
-            self._start_vcpus()
+            # most); without a measured start the vCPUs start by the sweep's end at the latest
+            if self.c.vcpu_start is None:
+                self._start_vcpus()
             yield self.first_read | env.timeout(max(0.0, FIRST_FAULT_WAIT_SECONDS - env.now))
         # else (calibrations whose runs show it, from before the C loop waited for the first
         # fault: calibration.fit_pull_first) the pull claims its first window before the vCPUs

@@ -104,3 +104,19 @@ def test_the_pull_steps_in_only_when_no_fault_was_read_or_installed_lately_as_th
     assert during, "no gap between a reply and the next read: the pull never stepped in"
     for _, in_flight, since_last in during:
         assert in_flight == 0 and since_last >= sim.STAND_BACK_SECONDS
+
+
+def test_faults_first_the_pull_waits_for_the_vcpus_measured_start():
+    from migrator.model.calibration import fit_vcpu_start
+
+    # the guest's announcements, measured; a run from before they were leaves no vote
+    runs = [{"vcpus_started_after_seconds": s} for s in (0.004, 0.021, 0.009)] + [{}]
+    assert fit_vcpu_start(runs) == 0.009 and fit_vcpu_start([{}]) is None
+    late = _whole_page_case(False)
+    late.vcpu_start = 0.05
+    out = sim.simulate(late)
+    # nothing moves before the vCPUs start: the first fault's bytes and the pull's alike
+    early = _whole_page_case(False)
+    early.vcpu_start = 0.0
+    assert out.migration - sim.simulate(early).migration == pytest.approx(0.05, abs=0.01)
+    assert out.bytes_urgent > 0
