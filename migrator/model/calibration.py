@@ -60,6 +60,16 @@ def _quantiles(values: list[float]) -> list[list[float]]:
     return [[q, v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))]] for q in QUANTILES]
 
 
+def _median_run(runs: list[list[float]]) -> list[list[float]]:
+    """Quantiles of a typical run's costs: each quantile the median of the runs' own (as the
+    rates and the start-up: this host's runs come fast or slow by a third, and pooling them
+    put a slow run's tail into every prediction)."""
+    each = [_quantiles(r) for r in runs if r]
+    if not each:
+        return _quantiles([])
+    return [[q, statistics.median(e[i][1] for e in each)] for i, (q, _) in enumerate(each[0])]
+
+
 def _stage_cost(stages: dict) -> list[list[float]]:
     """Whole-huge-page faults: the stages besides network and receive, quantile by quantile."""
     names = ("queue", "request", "verify", "install", "wake")
@@ -136,7 +146,7 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                         # (sim.py): not part of a fault's cost
                         queue = tbf_latency(lk["rtt"])
                         residual = [x for x in residual if x < QUEUED_FRACTION * queue]
-                    residuals.extend(residual)  # pooled: a run with few faults weighs little
+                    residuals.append(residual)
                 else:
                     stages = m.get("fault_stages") or {}
                     costs.append(_stage_cost(stages))
@@ -159,7 +169,7 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
                 if m.get("granularity_bytes", 4096) == 4096 and after > 0.02:
                     bg_c[regime].append((m["bytes_background"] / after, lk["bytes_per_second"]))
             if residuals:
-                fitted[f"cost_{regime}"] = _quantiles(residuals)
+                fitted[f"cost_{regime}"] = _median_run(residuals)
             elif costs:
                 fitted[f"cost_{regime}"] = [[q, statistics.median(c[i][1] for c in costs)]
                                             for i, (q, _) in enumerate(costs[0])]
