@@ -274,7 +274,7 @@ static int install_zero_granules(struct background_loop *l)
  * Faults first: with `preempt`, no data is requested before the fault loop has read the first
  * fault, or FIRST_FAULT_WAIT_NS into the migration (a guest that touches nothing). A VM's
  * vCPUs resume at switchover, as its pull starts; the guest here starts its vCPU threads on
- * the destination's answer, 1 to 30 ms later on this VM, and the pull's first window raced
+ * the destination's answer, 6 to 60 ms later on this VM, and the pull's first window raced
  * them. When it won, the first faults' replies queued behind it: on a shaped link behind 8 MiB
  * in the shaper's queue, where a dropped packet of a reply cost a 200 ms retransmission
  * timeout (hgm, 200 Mbit/2 ms: the worst stall 208-377 ms in the runs where the pull went

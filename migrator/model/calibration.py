@@ -204,8 +204,8 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
 def fit_vcpu_start(modes: list[dict]) -> float | None:
     """When the guest's vCPUs start touching memory, from the migration's start: the median of
     the runs' `vcpus_started_after_seconds` (the guest starts its threads on the destination's
-    answer: 1 to 30 ms on this VM, with the host's load). None: runs from before it was
-    measured."""
+    answer: 6 to 60 ms on this VM, with the guest's size and the host's load). None: runs from
+    before it was measured."""
     starts = [m["vcpus_started_after_seconds"] for m in modes
               if m.get("vcpus_started_after_seconds") is not None]
     return statistics.median(starts) if starts else None

@@ -52,7 +52,7 @@ STAND_BACK_SECONDS = 0.5e-3
 PREEMPT_POLL_SECONDS = 1e-3  # how often the standing-back pull looks again (PREEMPT_POLL_MS)
 # The destination starts its loops (the zero sweep, then the pull) and then answers the guest's
 # hand-over; the guest starts its vCPUs on that answer. When, the calibration measures
-# (Case.vcpu_start: the runs' vcpus_started_after_seconds, 1 to 30 ms on this VM). Without it
+# (Case.vcpu_start: the runs' vcpus_started_after_seconds, 6 to 60 ms on this VM). Without it
 # (calibrations from before) they start VCPU_START_SECONDS in, or as the sweep ends if that is
 # sooner, and with whole huge pages the pull's first window may leave before them (its bytes
 # travel in the background in those calibration runs: Case.pull_first,
