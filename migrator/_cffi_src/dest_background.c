@@ -139,17 +139,19 @@ static int cap_wait_ms(struct background_loop *l)
 }
 
 /*
- * A vCPU waits on one of our jobs, or faults are being served urgently and the vCPUs can fill
- * the CPUs: stand back (from claiming more; what is in flight is still received and
- * installed). With a CPU to spare the pull costs a fault nothing and keeps stepping on: on a VM it
- * even spares the fault's wake-ups the CPU's return from idle (the hypervisor's halt).
+ * A vCPU waits on one of our jobs in flight, or faults are being served urgently and the vCPUs
+ * can fill the CPUs: stand back (from claiming more; what is in flight is still received and
+ * installed). With a CPU to spare the pull costs a fault nothing and keeps stepping on: on a VM
+ * it even spares the fault's wake-ups the CPU's return from idle (the hypervisor's halt).
+ * A vCPU waiting while no job is in flight waits on a granule a broken stream gave back
+ * (release_all): the pull must claim again, or nobody fetches it.
  */
-static int preempted(struct dp_migration *m)
+static int preempted(struct dp_migration *m, uint32_t jobs_in_flight)
 {
 	if (!m->preempt)
 		return 0;
 	if (__atomic_load_n(&m->background_waiters, __ATOMIC_RELAXED))
-		return 1;
+		return jobs_in_flight > 0;
 	uint32_t vcpus = __atomic_load_n(&m->vcpus, __ATOMIC_RELAXED);
 	if (vcpus && vcpus < m->cpus)
 		return 0;
@@ -200,7 +202,7 @@ static int fill_window(struct background_loop *l, int *rc)
 	uint64_t per_job = m->chunk_bytes / m->granularity ? m->chunk_bytes / m->granularity : 1;
 	uint64_t window_bytes = (uint64_t)m->window * per_job * m->granularity;
 	while (l->in_flight_bytes < window_bytes && l->in_flight < MAX_JOBS && !cap_wait_ms(l) &&
-	       !preempted(m)) {
+	       !preempted(m, l->in_flight)) {
 		uint64_t first, end;
 		if (!claim_run(m, per_job, &first, &end))
 			return 1;
@@ -259,7 +261,9 @@ static int install_zero_granules(struct background_loop *l)
 	uint64_t next = 0, first, end;
 	int rc = 0;
 	while (!rc && !m->stop) {
-		if (preempted(m)) {
+		/* its jobs in flight (a zero page that was not zero) are received after it: a vCPU
+		 * waiting on one must not hold it back */
+		if (preempted(m, 0)) {
 			usleep(PREEMPT_POLL_MS * 1000);
 			continue;
 		}
@@ -325,7 +329,7 @@ int dp_background_run(struct dp_migration *m, int fd)
 			break;
 		if (exhausted && !l.in_flight)
 			break;
-		if (!l.in_flight && !exhausted && preempted(m)) {
+		if (!l.in_flight && !exhausted && preempted(m, l.in_flight)) {
 			usleep(PREEMPT_POLL_MS * 1000);
 			continue;
 		}
@@ -334,7 +338,7 @@ int dp_background_run(struct dp_migration *m, int fd)
 			break;
 		}
 		renice(&l);
-		int wait = l.in_flight ? IDLE_POLL_MS : preempted(m) ? PREEMPT_POLL_MS : cap_wait_ms(&l);
+		int wait = l.in_flight ? IDLE_POLL_MS : preempted(m, 0) ? PREEMPT_POLL_MS : cap_wait_ms(&l);
 		struct pollfd p = { .fd = fd,
 				    .events = POLLIN | (l.stream.out_len ? POLLOUT : 0) };
 		if (poll(&p, 1, wait ? wait : IDLE_POLL_MS) < 0 && errno != EINTR) {

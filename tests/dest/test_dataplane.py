@@ -7,6 +7,7 @@ the real C sender or a scripted source, with vCPU threads running the guest's C 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from array import array
 
@@ -189,6 +190,27 @@ def test_the_background_claims_nothing_new_while_a_vcpu_waits_on_one_of_its_runs
     time.sleep(0.2)  # the window has room, and the quiet time after the fault is long over
     assert r.plane.counters("background").requests == 6
     sixth[1].set()
+    vcpu.join(timeout=10)
+    assert not vcpu.is_alive()
+    _wait(lambda: r.plane.complete, what="completion")
+    assert bytes(r.guest.view) == r.image
+
+
+def test_a_vcpu_waiting_on_a_run_whose_link_broke_is_served_after_the_reconnect(rig):
+    # the broken stream gives the run back: the vCPU then waits on no job in flight, and the
+    # pull, which stands back while one waits on its jobs, must claim the run again
+    r = rig(chunk_bytes=16 * PAGE_SIZE, window=1)
+    r.loop_against("faults")
+    page = _data_page(r)
+    source, loop = r.loop_against("background", hold=page)
+    assert source.held.wait(10)
+    vcpu = r.touch_pages([page])
+    _wait(lambda: r.plane.counters("urgent").faults_waited == 1, what="the fault on the pull")
+    source.sock.shutdown(socket.SHUT_RDWR)  # the link breaks under the held reply
+    loop.join(timeout=10)
+    assert r.results["background"] == LINK and r.plane.state(page) == ABSENT
+    source.release.set()
+    r.loop_against_real_source("background")  # the caller reconnects
     vcpu.join(timeout=10)
     assert not vcpu.is_alive()
     _wait(lambda: r.plane.complete, what="completion")
