@@ -5,8 +5,9 @@ command prefix that puts a process on the right host; the guest runs on the dest
 (it reaches the destination through a UNIX socket, whose path works in any namespace).
 
 TwoHosts builds the link (migrator.netns.TwoHostLink), measures it before anything migrates,
-refuses to go on when the shaping did not take effect, and takes it all down afterwards, also on
-SIGINT, SIGTERM and SIGHUP (turned into KeyboardInterrupt, so every `finally` runs).
+refuses to go on when the shaping did not take effect, and takes it all down afterwards. Both,
+loopback too, turn SIGTERM and SIGHUP into KeyboardInterrupt, as SIGINT is, so every `finally`
+runs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,25 @@ class Endpoint:
     url: str  # where the runner reaches it
 
 
-class Loopback:
+class _Interruptible:
+    """While the hosts are up, SIGTERM and SIGHUP (in the main thread) raise KeyboardInterrupt,
+    as SIGINT does, so every `finally` runs: the daemons are stopped by PID and the huge pages
+    given back. Python's default would end the runner at once and leave them behind."""
+
+    _old: dict
+
+    def _catch(self) -> None:
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, _interrupt) for s in _SIGNALS}
+
+    def _release(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        self._old = {}
+
+
+class Loopback(_Interruptible):
     """Both daemons on this host's loopback: the default."""
 
     link: dict | None = None
@@ -36,10 +55,11 @@ class Loopback:
     helper_pids: dict[str, int] = {}
 
     def __enter__(self) -> Loopback:
+        self._catch()
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        self._release()
 
     def source(self) -> tuple[Endpoint, str]:
         """The source's endpoint, and the URL a destination dials."""
@@ -55,7 +75,7 @@ FIRST_DEST_PORT = 8471  # inside the destination's namespace, one more for each 
 _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-class TwoHosts:
+class TwoHosts(_Interruptible):
     """The source in one namespace, destinations and guests in another, a shaped veth between."""
 
     def __init__(self, spec, log_dir: Path, say=print) -> None:
@@ -81,8 +101,7 @@ class TwoHosts:
         return self._link.run_prefix(self._link.dest_ns)
 
     def __enter__(self) -> TwoHosts:
-        if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, _interrupt) for s in _SIGNALS}
+        self._catch()
         from ..netns import NetnsError
 
         try:
@@ -105,9 +124,7 @@ class TwoHosts:
         try:
             self._link.__exit__(*exc)
         finally:
-            for s, handler in self._old.items():
-                signal.signal(s, handler)
-            self._old = {}
+            self._release()
 
     def source(self) -> tuple[Endpoint, str]:
         host, _, port = self._link.source_listen.rpartition(":")

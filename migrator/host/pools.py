@@ -113,10 +113,14 @@ def reserved(page_size: int, count: int) -> Iterator[int]:
     Only what this call added to the pool is given back, so pages someone else reserved stay.
     Raises PermissionError (not root) or ValueError (no pool of that size) before yielding.
     """
-    result = reserve(page_size, count)
+    before = hugepages.pool(page_size).persistent
+    result: dict = {}
     try:
+        result = reserve(page_size, count)
         yield result["got"]
     finally:
-        if result["added"] > 0:
-            hugepages.set_total(page_size,
-                                max(0, hugepages.pool(page_size).persistent - result["added"]))
+        # interrupted inside reserve (a SIGINT as a sweep's next point reserves), the pages it
+        # had added by then are the pool's growth since
+        added = result.get("added", hugepages.pool(page_size).persistent - before)
+        if added > 0:
+            hugepages.set_total(page_size, max(0, hugepages.pool(page_size).persistent - added))

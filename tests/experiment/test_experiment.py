@@ -73,3 +73,68 @@ def test_a_page_always_wrong_fails_the_run_which_says_why(tmp_path):
     (m,) = r["modes"]
     assert m["phase"] == "failed" and "differ from the manifest" in m["error"]
     assert m["problems"] and m["guest_exit_status"] == 1
+
+
+def _descendants(pid: int) -> set[int]:
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = open(f"/proc/{p}/task/{p}/children").read().split()
+        except OSError:
+            continue
+        out.update(map(int, kids))
+        todo.extend(map(int, kids))
+    return out
+
+
+def _role(pid: int) -> str | None:
+    """The migrator subcommand a process runs (python -m migrator.cli ROLE ...), if any."""
+    try:
+        argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+    except OSError:
+        return None
+    return argv[3] if argv[1:3] == ["-m", "migrator.cli"] and len(argv) > 3 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_the_daemons_and_gives_the_huge_pages_back(tmp_path):
+    # a runner ended by SIGTERM (a sweep's, a Job's) must not leave its daemons and the
+    # huge pages it reserved: SIGTERM runs every `finally`, as SIGINT does
+    import os
+    import signal
+    import time
+
+    from cffi_uffd import SIZE_2M, hugepages
+
+    before = hugepages.pool(SIZE_2M).persistent
+    run = subprocess.Popen([sys.executable, "-m", "migrator.cli", "experiment", "--memory",
+                            "128MiB", "--hugepage-size", "2M", "--modes", "hugepage",
+                            "--accesses", "2000000", "--vcpus", "2", "--out",
+                            str(tmp_path / "run"), "--json"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the guest runs: the source, the destination and the guest are up
+            kids = _descendants(run.pid)
+            if {"source", "dest", "guest"} <= {_role(k) for k in kids}:
+                break
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()[-2000:]
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) != 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    left = [k for k in kids if _alive(k)]
+    for k in left:  # by PID, so that a failure here leaves nothing behind either
+        os.kill(k, signal.SIGKILL)
+    assert not left, f"daemons left running after SIGTERM: {[_role(k) for k in left]}"
+    assert hugepages.pool(SIZE_2M).persistent == before

@@ -37,6 +37,28 @@ def test_reserved_keeps_pages_someone_else_reserved_meanwhile(pools_restored):
     assert sysfs_pool(SIZE_2M)["total"] == before["total"] + 2
 
 
+def test_reserved_gives_back_what_it_added_when_interrupted_inside_the_reservation(
+        pools_restored, monkeypatch):
+    # a SIGINT can land between the kernel growing the pool and reserve() returning (a sweep
+    # interrupted as its next point reserves): the pool grew, and must shrink back
+    before = sysfs_pool(SIZE_2M)
+    state, calls = pools._state, []
+
+    def interrupted(pool):
+        calls.append(pool)
+        if len(calls) == 2:  # reserve() describes the pool before, then after growing it
+            assert sysfs_pool(SIZE_2M)["total"] == before["total"] + 2
+            raise KeyboardInterrupt
+        return state(pool)
+
+    monkeypatch.setattr(pools, "_state", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with pools.reserved(SIZE_2M, _available(before) + 2):
+            pass
+    monkeypatch.undo()
+    assert sysfs_pool(SIZE_2M)["total"] == before["total"]
+
+
 def test_reserved_of_a_size_the_kernel_lacks_is_a_clear_error(root):
     with pytest.raises(ValueError, match="no 4 kB huge pages"):
         with pools.reserved(4096, 1):
