@@ -60,14 +60,17 @@ def _quantiles(values: list[float]) -> list[list[float]]:
     return [[q, v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))]] for q in QUANTILES]
 
 
+def _median_quantiles(each: list[list[list[float]]]) -> list[list[float]]:
+    """Quantile by quantile, the median of several runs' [q, value] lists (alike in their q)."""
+    return [[q, statistics.median(e[i][1] for e in each)] for i, (q, _) in enumerate(each[0])]
+
+
 def _median_run(runs: list[list[float]]) -> list[list[float]]:
     """Quantiles of a typical run's costs: each quantile the median of the runs' own (as the
     rates and the start-up: this host's runs come fast or slow by a third, and pooling them
     put a slow run's tail into every prediction)."""
     each = [_quantiles(r) for r in runs if r]
-    if not each:
-        return _quantiles([])
-    return [[q, statistics.median(e[i][1] for e in each)] for i, (q, _) in enumerate(each[0])]
+    return _median_quantiles(each) if each else _quantiles([])
 
 
 def _stage_cost(stages: dict) -> list[list[float]]:
@@ -171,8 +174,7 @@ def fit(runs: list[tuple[Path, dict]]) -> dict:
             if residuals:
                 fitted[f"cost_{regime}"] = _median_run(residuals)
             elif costs:
-                fitted[f"cost_{regime}"] = [[q, statistics.median(c[i][1] for c in costs)]
-                                            for i, (q, _) in enumerate(costs[0])]
+                fitted[f"cost_{regime}"] = _median_quantiles(costs)
             fitted[f"urgent_c_{regime}"] = _fit_c(c_urgent, out["regimes"][regime]) if c_urgent else None
             if work:
                 fitted[f"work_seconds_per_byte_{regime}"] = statistics.median(work)
